@@ -1,0 +1,149 @@
+"""The product catalog, loaded once at startup from `products.toml`.
+
+Prices are written as decimals in the file (a TOML float is read as `Decimal`, so `9.99`
+stays exact) and held as integer minor units. Anything invalid fails startup with the file
+and the key named, because a typo in a price is a lost sale or a free license.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from config.money import MoneyError, format_decimal, normalize_currency, to_minor
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class CatalogError(ValueError):
+    """The catalog file is missing or invalid; the message names file and key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tier:
+    id: str
+    seats: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Product:
+    id: str
+    name: str
+    description: str
+    amount_minor: int
+    currency: str
+    tier: str
+    addons: tuple[str, ...]
+    seats: int
+
+    @property
+    def price(self) -> str:
+        """Decimal string in major units ("9.99")."""
+        return format_decimal(self.amount_minor, self.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    products: Mapping[str, Product]
+    tiers: Mapping[str, Tier]
+
+    def get(self, product_id: str) -> Product | None:
+        return self.products.get(product_id)
+
+    def __iter__(self) -> Iterator[Product]:
+        return iter(self.products.values())
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+
+def _fail(path: Path, key: str, message: str) -> CatalogError:
+    return CatalogError(f"{path}: {key}: {message}")
+
+
+def _parse_price(path: Path, key: str, raw: Any, currency: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, (Decimal, str, int)):
+        raise _fail(path, key, f"price must be a decimal number, got {raw!r}")
+    try:
+        minor = to_minor(raw if isinstance(raw, Decimal) else Decimal(str(raw)), currency)
+    except (MoneyError, ArithmeticError) as exc:
+        raise _fail(path, key, str(exc)) from exc
+    if minor <= 0:
+        raise _fail(path, key, f"price must be positive, got {raw}")
+    return minor
+
+
+def parse_catalog(data: Mapping[str, Any], path: Path) -> Catalog:
+    """Validate an already-parsed catalog document (floats must be `Decimal`)."""
+    tiers: dict[str, Tier] = {}
+    raw_tiers = data.get("tiers", {})
+    if not isinstance(raw_tiers, dict):
+        raise _fail(path, "tiers", "must be a table")
+    for tier_id, tier in raw_tiers.items():
+        key = f"tiers.{tier_id}"
+        if not isinstance(tier, dict):
+            raise _fail(path, key, "must be a table")
+        seats = tier.get("seats")
+        if isinstance(seats, bool) or not isinstance(seats, int) or seats < 1:
+            raise _fail(path, f"{key}.seats", f"must be a positive integer, got {seats!r}")
+        tiers[tier_id] = Tier(id=tier_id, seats=seats)
+
+    raw_products = data.get("products")
+    if not isinstance(raw_products, list) or not raw_products:
+        raise _fail(path, "products", "at least one [[products]] entry is required")
+    products: dict[str, Product] = {}
+    for index, item in enumerate(raw_products):
+        key = f"products[{index}]"
+        if not isinstance(item, dict):
+            raise _fail(path, key, "must be a table")
+        pid = item.get("id")
+        if not isinstance(pid, str) or not _ID_RE.match(pid):
+            raise _fail(path, f"{key}.id", f"must match {_ID_RE.pattern}, got {pid!r}")
+        key = f"products.{pid}"
+        if pid in products:
+            raise _fail(path, f"{key}.id", "duplicate product id")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise _fail(path, f"{key}.name", "must be a non-empty string")
+        try:
+            currency = normalize_currency(str(item.get("currency", "")))
+        except MoneyError as exc:
+            raise _fail(path, f"{key}.currency", str(exc)) from exc
+        amount_minor = _parse_price(path, f"{key}.price", item.get("price"), currency)
+        tier_id = item.get("tier")
+        if not isinstance(tier_id, str) or tier_id not in tiers:
+            raise _fail(path, f"{key}.tier", f"unknown tier {tier_id!r} (known: {sorted(tiers)})")
+        addons = item.get("addons", [])
+        if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
+            raise _fail(path, f"{key}.addons", "must be a list of strings")
+        description = item.get("description", name)
+        if not isinstance(description, str):
+            raise _fail(path, f"{key}.description", "must be a string")
+        products[pid] = Product(
+            id=pid,
+            name=name,
+            description=description,
+            amount_minor=amount_minor,
+            currency=currency,
+            tier=tier_id,
+            addons=tuple(addons),
+            seats=tiers[tier_id].seats,
+        )
+    return Catalog(products=products, tiers=tiers)
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read and validate the catalog file; raises `CatalogError` naming file and key."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh, parse_float=Decimal)
+    except FileNotFoundError as exc:
+        raise CatalogError(f"{path}: catalog file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{path}: invalid TOML: {exc}") from exc
+    return parse_catalog(data, path)

@@ -1,0 +1,319 @@
+"""Typed operator settings.
+
+Sources, lowest to highest precedence: defaults < the operator TOML file < `.env` < the
+process environment < keyword arguments. Non-secret settings may live in the TOML file;
+secrets (`SecretStr` fields) are refused there and read only from the environment or
+`.env`, so a config file can be committed or shared without leaking keys.
+
+Env names are `GATEWAY_<FIELD>` and `GATEWAY_<SECTION>__<FIELD>`. Build `Settings` once
+(`load_settings()`) and pass it in; nothing in the project reads a global settings object.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG_FILE = CONFIG_DIR / "gateway.toml"
+DEFAULT_PRODUCTS_FILE = CONFIG_DIR / "products.toml"
+ENV_PREFIX = "GATEWAY_"
+
+Toggle = bool | Literal["auto"]
+
+
+class SettingsError(ValueError):
+    """Settings cannot be used; the message names the env variable, file or key."""
+
+
+def env_name(*loc: str | int) -> str:
+    """The environment variable that sets the field at `loc` (e.g. GATEWAY_STRIPE__API_KEY)."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _reject_empty_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError("must not be empty (unset it instead)")
+    return value
+
+
+class ProviderSettings(BaseModel):
+    """What every provider has: the switch and what the buyer sees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # true: must work, a missing secret stops startup. "auto": on when its secrets are
+    # present, otherwise off with one log line. false: off.
+    enabled: Toggle = "auto"
+    label: str
+    fee_hint: str
+    speed_hint: str
+    order: int = 0
+
+
+class StripeSettings(ProviderSettings):
+    label: str = "Pay with Card"
+    fee_hint: str = "2.9% + 30¢"
+    speed_hint: str = "instant"
+    order: int = 2
+    secret_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    api_base: str = "https://api.stripe.com"
+    # Stripe allows 30 min .. 24 h; None keeps Stripe's default (24 h).
+    session_expires_minutes: int | None = Field(default=None, ge=30, le=24 * 60)
+    max_network_retries: int = Field(default=2, ge=0, le=5)
+    timeout_seconds: float = Field(default=20.0, gt=0)
+
+    _check_secrets = field_validator("secret_key", "webhook_secret")(_reject_empty_secret)
+
+    def missing(self) -> list[str]:
+        return [
+            env_name("stripe", name)
+            for name in ("secret_key", "webhook_secret")
+            if getattr(self, name) is None
+        ]
+
+
+class BtcpaySettings(ProviderSettings):
+    label: str = "Pay with Bitcoin"
+    fee_hint: str = "No processor fees"
+    speed_hint: str = "10-60 min on-chain, instant on Lightning"
+    order: int = 1
+    mode: Literal["greenfield", "legacy"] = "greenfield"
+    url: str | None = None
+    store_id: str | None = None
+    api_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    speed_policy: Literal["HighSpeed", "MediumSpeed", "LowMediumSpeed", "LowSpeed"] = "MediumSpeed"
+    expiration_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    # A full payment that arrives after the invoice expired: BTCPay never settles it by
+    # itself, so the seller picks: issue the license, or park the order for review.
+    late_payment: Literal["settle", "review"] = "settle"
+    # Legacy (btcpay-python pairing) mode keeps its private key and merchant token here.
+    legacy_key_file: Path | None = None
+    legacy_token_file: Path | None = None
+    timeout_seconds: float = Field(default=20.0, gt=0)
+
+    _check_secrets = field_validator("api_key", "webhook_secret")(_reject_empty_secret)
+
+    def missing(self, data_dir: Path) -> list[str]:
+        if self.mode == "legacy":
+            missing = [] if self.url else [env_name("btcpay", "url")]
+            key, token = self.legacy_paths(data_dir)
+            if not key.exists() or not token.exists():
+                missing.append(
+                    f"{env_name('btcpay', 'legacy_key_file')}/"
+                    f"{env_name('btcpay', 'legacy_token_file')} "
+                    f"(files {key} and {token}: run `checkout-gateway btcpay-pair`)"
+                )
+            return missing
+        return [
+            env_name("btcpay", name)
+            for name in ("url", "store_id", "api_key", "webhook_secret")
+            if getattr(self, name) is None
+        ]
+
+    def legacy_paths(self, data_dir: Path) -> tuple[Path, Path]:
+        return (
+            self.legacy_key_file or data_dir / "btcpay_legacy_key.pem",
+            self.legacy_token_file or data_dir / "btcpay_legacy_token.json",
+        )
+
+
+class SmtpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field(
+        default="licenses@localhost", validation_alias=AliasChoices("from", "sender")
+    )
+    # starttls: upgrade on 587; tls: implicit TLS on 465; none: plain (local relay only).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class LicenseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Ed25519 key used to sign offline license tokens; generated on first start if absent.
+    signing_key_file: Path | None = None
+    activation_help_url: str | None = None
+
+
+class MailSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    poll_seconds: float = Field(default=5.0, gt=0)
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+    max_attempts: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=20, ge=1)
+
+
+_SECRET_PATHS = (
+    ("stripe", "secret_key"),
+    ("stripe", "webhook_secret"),
+    ("btcpay", "api_key"),
+    ("btcpay", "webhook_secret"),
+    ("smtp", "password"),
+)
+
+
+class _OperatorTomlSource(PydanticBaseSettingsSource):
+    """Reads the operator TOML named by `config_file` (kwarg or env), refusing secrets."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ is overridden; pydantic-settings requires this
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            with self.path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise SettingsError(
+                f"{self.path}: config file not found (set {env_name('config_file')})"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{self.path}: invalid TOML: {exc}") from exc
+        for section, key in _SECRET_PATHS:
+            if isinstance(data.get(section), dict) and key in data[section]:
+                raise SettingsError(
+                    f"{self.path}: {section}.{key}: secrets are read only from the environment "
+                    f"or .env ({env_name(section, key)}), never from the config file"
+                )
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+    )
+
+    config_file: Path | None = DEFAULT_CONFIG_FILE
+    products_file: Path = DEFAULT_PRODUCTS_FILE
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mail_backend: Literal["smtp", "console", "file"] = "console"
+    mail_dir: Path | None = None
+    # Orders stuck in created/pending this long are re-checked with the provider.
+    reconcile_after_minutes: int = Field(default=15, ge=1)
+    stripe: StripeSettings = StripeSettings()
+    btcpay: BtcpaySettings = BtcpaySettings()
+    smtp: SmtpSettings = SmtpSettings()
+    license: LicenseSettings = LicenseSettings()
+    mail: MailSettings = MailSettings()
+
+    _provider_status: dict[str, tuple[bool, str]] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        if "config_file" in init_kwargs:
+            raw = init_kwargs["config_file"]
+        else:
+            raw = os.environ.get(env_name("config_file"), DEFAULT_CONFIG_FILE)
+        path = Path(raw) if raw not in (None, "") else None
+        toml = _OperatorTomlSource(settings_cls, path)
+        return (init_settings, env_settings, dotenv_settings, toml)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _resolve_providers(self) -> Settings:
+        status: dict[str, tuple[bool, str]] = {}
+        candidates = (
+            ("stripe", self.stripe.enabled, self.stripe.missing()),
+            ("btcpay", self.btcpay.enabled, self.btcpay.missing(self.data_dir)),
+        )
+        for name, enabled, missing in candidates:
+            if enabled is False:
+                status[name] = (False, "disabled in config")
+            elif not missing:
+                status[name] = (True, "enabled")
+            elif enabled is True:
+                raise ValueError(
+                    f"{name} is enabled ({env_name(name, 'enabled')}=true) but not "
+                    f"configured; missing: {', '.join(missing)}"
+                )
+            else:
+                status[name] = (False, f"disabled: {', '.join(missing)} not set")
+        self._provider_status = status
+        return self
+
+    @property
+    def provider_status(self) -> dict[str, tuple[bool, str]]:
+        """Provider name -> (active, human reason), resolved once at load time."""
+        return dict(self._provider_status)
+
+    def is_active(self, provider: str) -> bool:
+        return self._provider_status.get(provider, (False, ""))[0]
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{(self.data_dir / 'gateway.sqlite3').resolve()}"
+
+    @property
+    def resolved_mail_dir(self) -> Path:
+        return self.mail_dir or self.data_dir / "outbox"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from all sources, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            where = env_name(*loc) if loc else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from exc

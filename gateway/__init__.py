@@ -1,0 +1,1 @@
+"""The checkout gateway: Starlette app, storage, order state, license issuer, mailer."""

@@ -1,0 +1,76 @@
+"""Provider-neutral payment events.
+
+Every webhook (and every reconciliation poll) becomes one or more of these. Money is an
+integer count of minor units plus an upper-case ISO currency. Raw payloads never ride on
+an event: the gateway stores the bytes it received in its inbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class ProviderName(StrEnum):
+    BTCPAY = "btcpay"
+    STRIPE = "stripe"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Event:
+    provider: ProviderName
+    # The provider's id for the checkout (BTCPay invoice id, Stripe Checkout Session id).
+    provider_ref: str
+    # Our order id as round-tripped through the provider; None when the payload lacks it
+    # (a Stripe refund names only the payment intent).
+    order_id: str | None
+    # Stable across redeliveries of the same fact; the inbox is unique on (provider, key).
+    dedupe_key: str
+    occurred_at: datetime
+    # Provider's id of the payment itself (Stripe payment intent), for linking reversals.
+    payment_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentPending(_Event):
+    """Payment seen but not final (unconfirmed on-chain, delayed card method)."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentSettled(_Event):
+    """Paid in full and final: deliver. Amount is what the provider says was charged."""
+
+    amount_minor: int
+    currency: str
+    # Flags a seller wants on the order: "overpaid", "manually marked", "paid late".
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentFailed(_Event):
+    """Will not be paid as it stands: expired, invalid, declined."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentReversed(_Event):
+    """Money taken back after settlement: refund or dispute. Revokes the license."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignored:
+    """A verified event we deliberately do not act on; answered 2xx, not stored."""
+
+    provider: ProviderName
+    reason: str
+    provider_ref: str | None = None
+
+
+PaymentEvent = PaymentPending | PaymentSettled | PaymentFailed | PaymentReversed | Ignored
+ActionableEvent = PaymentPending | PaymentSettled | PaymentFailed | PaymentReversed
