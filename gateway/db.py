@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api.migrate import migrate as _tortoise_migrate
 
 from config.settings import Settings
@@ -45,7 +46,7 @@ async def migrate(database_url: str) -> None:
     """Apply every pending migration (idempotent)."""
     _ensure_sqlite_dir(database_url)
     await _tortoise_migrate(config=tortoise_config(database_url))
-    await Tortoise.close_connections()
+    await _close()
 
 
 async def open_db(settings: Settings, *, run_migrations: bool = True) -> None:
@@ -54,8 +55,20 @@ async def open_db(settings: Settings, *, run_migrations: bool = True) -> None:
         await migrate(url)
     else:
         _ensure_sqlite_dir(url)
-    await Tortoise.init(config=tortoise_config(url))
+    # Requests run in other tasks than the lifespan; Tortoise 1.x needs the global fallback
+    # context for them to see the connections opened here.
+    await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
 
 
 async def close_db() -> None:
+    await _close()
+
+
+async def _close() -> None:
+    # Models cache their connection and SQL dialect; a later init (tests switch between
+    # SQLite and PostgreSQL in one process) must start from a clean registry.
+    # Tortoise's insert-statement cache is keyed by connection *name*, not dialect, so it
+    # would replay SQLite's `?` placeholders against PostgreSQL.
+    await Tortoise._reset_apps()
     await Tortoise.close_connections()
+    EXECUTOR_CACHE.clear()

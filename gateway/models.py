@@ -48,8 +48,11 @@ class Order(Model):
     payment_ref = fields.CharField(max_length=255, null=True, db_index=True)
     buyer_email = fields.CharField(max_length=320)
     status = fields.CharEnumField(OrderStatus, max_length=16, default=OrderStatus.CREATED)
-    # sha256 of the status token handed to the buyer; the token itself is never stored.
-    token_hash = fields.CharField(max_length=64)
+    # Capability token for GET /orders/{id}?token=. Kept in clear: it guards the same rows
+    # the license key sits in, so hashing it would protect nothing; an idempotent checkout
+    # retry must be able to hand the same status URL back.
+    status_token = fields.CharField(max_length=64)
+    checkout_url = fields.TextField(null=True)
     idempotency_key = fields.CharField(max_length=255, null=True, unique=True)
     notes = fields.TextField(default="")
     review_reason = fields.TextField(null=True)

@@ -1,0 +1,76 @@
+"""The Starlette application factory (`gateway.app:create_app`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from config.catalog import Catalog, load_catalog
+from config.settings import Settings, load_settings
+from gateway import db
+from gateway.apply import Applier
+from gateway.errors import handlers
+from gateway.health import healthz, readyz
+from gateway.purchase import checkout, purchase_options, render_purchase_options
+from gateway.state import AppState
+from gateway.webhooks import webhook
+from providers.base import PaymentProvider
+from providers.events import ProviderName
+from providers.registry import build_providers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    catalog: Catalog | None = None,
+    providers: dict[ProviderName, PaymentProvider] | None = None,
+    run_migrations: bool = True,
+) -> Starlette:
+    """Build the app. Settings, catalog and providers are loaded here, once.
+
+    Startup errors (bad settings, bad catalog) raise here, before the server listens.
+    Tests inject `providers` (fakes) and a `catalog`.
+    """
+    settings = settings or load_settings()
+    catalog = catalog or load_catalog(settings.products_file)
+    for name, (active, reason) in settings.provider_status.items():
+        log.log(logging.INFO if active else logging.WARNING, "provider %s: %s", name, reason)
+    owns_providers = providers is None
+    active = providers if providers is not None else build_providers(settings)
+    state = AppState(
+        settings=settings,
+        catalog=catalog,
+        providers=active,
+        applier=Applier(
+            catalog, public_url=settings.public_url, help_url=settings.license.activation_help_url
+        ),
+    )
+    state.purchase_options = render_purchase_options(settings, catalog, active)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.open_db(settings, run_migrations=run_migrations)
+        try:
+            yield
+        finally:
+            if owns_providers:
+                for provider in active.values():
+                    await provider.aclose()
+            await db.close_db()
+
+    routes = [
+        Route("/purchase-options/{product}", purchase_options, methods=["GET"]),
+        Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
+        Route("/webhooks/{provider}", webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers())
+    app.state.gateway = state
+    return app

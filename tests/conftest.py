@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from config.catalog import Catalog, load_catalog
+from config.settings import DEFAULT_PRODUCTS_FILE, Settings
+from tests import dbutil
+
+# A developer's own GATEWAY_* variables or .env must never change what the tests see.
+for _name in [n for n in os.environ if n.startswith("GATEWAY_") and not n.startswith("GATEWAY_TEST_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dbutil.sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    name = asyncio.run(dbutil.create_pg_database())
+    url = dbutil.pg_url(name)
+    try:
+        dbutil.migrate_sync(url)
+        yield url
+    finally:
+        asyncio.run(dbutil.drop_pg_database(name))
+
+
+@pytest.fixture(params=dbutil.backends())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: parametrised over SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        return dbutil.sqlite_copy(template, tmp_path / "gateway.sqlite3")
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_database")
+        asyncio.run(dbutil.truncate_pg(url))
+        return url
+    raise ValueError(f"unknown test database backend {request.param!r}")
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return load_catalog(DEFAULT_PRODUCTS_FILE)
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "config_file": None,
+            "_env_file": None,
+            "data_dir": tmp_path / "data",
+            "public_url": "http://gateway.test",
+            "mail_backend": "file",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and give a client that talks to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            yield client
