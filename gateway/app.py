@@ -39,8 +39,8 @@ def create_app(
     """
     settings = settings or load_settings()
     catalog = catalog or load_catalog(settings.products_file)
-    for name, (active, reason) in settings.provider_status.items():
-        log.log(logging.INFO if active else logging.WARNING, "provider %s: %s", name, reason)
+    for name, (is_on, reason) in settings.provider_status.items():
+        log.log(logging.INFO if is_on else logging.WARNING, "provider %s: %s", name, reason)
     owns_providers = providers is None
     active = providers if providers is not None else build_providers(settings)
     state = AppState(

@@ -42,6 +42,33 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _btcpay_pair(args: argparse.Namespace) -> int:
+    from providers.btcpay_legacy import PairingError, pair_legacy
+    from providers.errors import ProviderError
+
+    # Pairing comes before the legacy provider can be enabled, so don't let a not-yet-
+    # paired `enabled = true` stop the command that fixes it.
+    settings = load_settings(btcpay={"enabled": False})
+    _setup_logging(settings.log_level)
+    key_file, token_file = settings.btcpay.legacy_paths(settings.data_dir)
+    host = args.host or settings.btcpay.url
+    if not host:
+        print("checkout-gateway: --host (or GATEWAY_BTCPAY__URL) is required", file=sys.stderr)
+        return 2
+    try:
+        paired = pair_legacy(host, args.code, key_file, token_file, force=args.force)
+    except (PairingError, ProviderError) as exc:
+        print(f"checkout-gateway: pairing failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"paired with {host} ({paired.facade} facade, client id {paired.client_id}).\n"
+        f"private key: {paired.key_file} (mode 0600)\n"
+        f"token:       {paired.token_file} (mode 0600)\n"
+        f"set GATEWAY_BTCPAY__MODE=legacy and GATEWAY_BTCPAY__URL={host} to use it."
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="checkout-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=_migrate)
+    pair = sub.add_parser(
+        "btcpay-pair",
+        help="pair with BTCPay's legacy API (code from Store > Settings > Access Tokens)",
+    )
+    pair.add_argument("--host", help="BTCPay base URL (default: GATEWAY_BTCPAY__URL)")
+    pair.add_argument("--code", required=True, help="the 7-character pairing code")
+    pair.add_argument("--force", action="store_true", help="replace an existing key/token")
+    pair.set_defaults(func=_btcpay_pair)
     return parser
 
 

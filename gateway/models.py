@@ -93,7 +93,7 @@ class License(Model):
     )
     product_id = fields.CharField(max_length=64)
     tier = fields.CharField(max_length=64)
-    addons = fields.JSONField(default=list)
+    addons: fields.Field[list[str]] = fields.JSONField(default=list)
     seat_limit = fields.IntField()
     buyer_email = fields.CharField(max_length=320)
     status = fields.CharEnumField(LicenseStatus, max_length=16, default=LicenseStatus.ACTIVE)

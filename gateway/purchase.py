@@ -105,7 +105,9 @@ async def checkout(request: Request) -> Response:
     provider_name = request.path_params["provider"]
     provider = state.provider(provider_name)
     if provider is None:
-        raise NotFound(f"payment provider {provider_name!r} is not enabled", code="unknown_provider")
+        raise NotFound(
+            f"payment provider {provider_name!r} is not enabled", code="unknown_provider"
+        )
     product = state.catalog.get(request.path_params["product"])
     if product is None:
         raise NotFound("no such product", code="unknown_product")
@@ -146,17 +148,17 @@ async def _order_for(
             return existing, False
     # The order is committed before the provider is asked, so a checkout the provider
     # creates can never be paid without an order behind it.
-    fields = {
-        "product_id": product.id,
-        "amount_minor": product.amount_minor,
-        "currency": product.currency,
-        "provider": provider.value,
-        "buyer_email": email,
-        "status": OrderStatus.CREATED,
-        "status_token": secrets.token_urlsafe(24),
-        "idempotency_key": idem,
-    }
-    order = await Order.create(id="ord_" + secrets.token_hex(10), **fields)
+    order = await Order.create(
+        id="ord_" + secrets.token_hex(10),
+        product_id=product.id,
+        amount_minor=product.amount_minor,
+        currency=product.currency,
+        provider=provider.value,
+        buyer_email=email,
+        status=OrderStatus.CREATED,
+        status_token=secrets.token_urlsafe(24),
+        idempotency_key=idem,
+    )
     log.info("order created", extra={"order_id": order.id, "provider": provider.value})
     return order, True
 
