@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -15,6 +16,8 @@ from gateway import db
 from gateway.apply import Applier
 from gateway.errors import handlers
 from gateway.health import healthz, readyz
+from gateway.mailer import Mailer
+from gateway.orders import order_status
 from gateway.purchase import checkout, purchase_options, render_purchase_options
 from gateway.state import AppState
 from gateway.webhooks import webhook
@@ -31,11 +34,13 @@ def create_app(
     catalog: Catalog | None = None,
     providers: dict[ProviderName, PaymentProvider] | None = None,
     run_migrations: bool = True,
+    run_mailer: bool = True,
 ) -> Starlette:
     """Build the app. Settings, catalog and providers are loaded here, once.
 
     Startup errors (bad settings, bad catalog) raise here, before the server listens.
-    Tests inject `providers` (fakes) and a `catalog`.
+    Tests inject `providers` (fakes) and a `catalog`; `run_mailer=False` keeps the outbox
+    sender loop off so a test can drive `gateway.mailer.Mailer` itself.
     """
     settings = settings or load_settings()
     catalog = catalog or load_catalog(settings.products_file)
@@ -56,9 +61,22 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.open_db(settings, run_migrations=run_migrations)
+        stop = asyncio.Event()
+        sender = (
+            asyncio.create_task(Mailer(settings).run_forever(stop), name="outbox-mailer")
+            if run_mailer
+            else None
+        )
         try:
             yield
         finally:
+            if sender is not None:
+                # Stopped before the DB closes; a send in flight gets a moment to finish.
+                stop.set()
+                try:
+                    await asyncio.wait_for(sender, timeout=settings.smtp.timeout_seconds)
+                except TimeoutError:
+                    log.warning("outbox mailer did not stop in time; cancelled")
             if owns_providers:
                 for provider in active.values():
                     await provider.aclose()
@@ -68,6 +86,7 @@ def create_app(
         Route("/purchase-options/{product}", purchase_options, methods=["GET"]),
         Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
+        Route("/orders/{order_id}", order_status, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

@@ -3,7 +3,7 @@
 Each event is applied in one database transaction:
 
     inbox row (unique provider+dedupe_key)  ->  order state machine  ->  on first settlement:
-    license (unique per order) + outbox email (unique per order+kind)
+    license (unique per order) + outbox email (unique per order+kind)   [gateway.licenses]
 
 All of it commits together or not at all. Exactly-once rests on those unique constraints,
 so any number of workers and hosts sharing one PostgreSQL stay correct; `SELECT ... FOR
@@ -18,22 +18,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import asyncpg
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import DBConnectionError, IntegrityError
 from tortoise.transactions import in_transaction
 
 from config.catalog import Catalog
-from gateway.emails import license_email
-from gateway.licenses import generate_key, mask_key
+from gateway.licenses import KeyFactory, generate_key, issue_license
 from gateway.models import (
-    EmailStatus,
     InboxEvent,
     InboxOutcome,
     License,
     LicenseStatus,
     Order,
     OrderStatus,
-    OutboxEmail,
 )
 from providers.events import (
     ActionableEvent,
@@ -45,7 +43,6 @@ from providers.events import (
 
 log = logging.getLogger(__name__)
 
-LICENSE_EMAIL = "license"
 # Statuses from which each event may move the order. Anything else is a no-op, so a late or
 # out-of-order event never moves an order backwards.
 _FROM = {
@@ -73,6 +70,17 @@ _KIND = {
 }
 
 
+# Driver errors meaning "the database went away" (a killed backend, a restart, a dropped
+# database). Tortoise passes them through untranslated; as DBConnectionError they answer
+# 503, so the provider redelivers, and the rolled-back event left no trace.
+_CONNECTION_LOST = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+)
+
+
 class Result(StrEnum):
     APPLIED = "applied"
     NOOP = "noop"
@@ -92,20 +100,29 @@ class Applier:
     """Applies events; built once per app with the catalog and the public URL."""
 
     def __init__(
-        self, catalog: Catalog, *, public_url: str, help_url: str | None = None
+        self,
+        catalog: Catalog,
+        *,
+        public_url: str,
+        help_url: str | None = None,
+        new_key: KeyFactory = generate_key,
     ) -> None:
         self.catalog = catalog
         self.public_url = public_url.rstrip("/")
         self.help_url = help_url
+        self.new_key = new_key
 
     async def apply(self, event: ActionableEvent, raw: bytes) -> ApplyResult:
         """Apply one event exactly once. Raises only for database failures."""
-        # A unique-key race (two different events settling one order at the same moment on
-        # PostgreSQL) rolls the loser back whole; re-running it then sees the settled order.
+        # A unique-key violation rolls the whole event back. If the inbox row now exists, a
+        # concurrent delivery of the same event won: answer "duplicate". Otherwise (a license
+        # key clash that raced past `unused_key`) re-run the event from scratch.
         for attempt in range(3):
             try:
                 async with in_transaction() as conn:
                     return await self._apply(conn, event, raw)
+            except _CONNECTION_LOST as exc:
+                raise DBConnectionError(f"database connection lost: {exc}") from exc
             except IntegrityError:
                 if await InboxEvent.exists(
                     provider=event.provider.value, dedupe_key=event.dedupe_key
@@ -141,7 +158,9 @@ class Applier:
         inbox.handled_at = now
         if result.order_id and inbox.order_id is None:
             inbox.order_id = result.order_id
-        await inbox.save(using_db=conn, update_fields=["outcome", "detail", "handled_at", "order_id"])
+        await inbox.save(
+            using_db=conn, update_fields=["outcome", "detail", "handled_at", "order_id"]
+        )
         return result
 
     async def _find_order(self, conn: BaseDBAsyncClient, event: ActionableEvent) -> Order | None:
@@ -157,14 +176,15 @@ class Applier:
         ).first()
 
     def _parked(self, event: ActionableEvent, order: Order | None, reason: str) -> ApplyResult:
+        order_id = order.id if order else event.order_id
+        # In the message itself, not only in `extra`: the operator reads plain log lines.
         log.warning(
-            "event parked for review: %s",
+            "event parked for review: order %s, provider %s, event %s: %s",
+            order_id,
+            event.provider.value,
+            event.dedupe_key,
             reason,
-            extra={
-                "provider": event.provider.value,
-                "order_id": order.id if order else event.order_id,
-                "dedupe_key": event.dedupe_key,
-            },
+            extra={"provider": event.provider.value, "order_id": order_id},
         )
         return ApplyResult(Result.PARKED, order.id if order else None, reason)
 
@@ -206,11 +226,16 @@ class Applier:
         else:
             await order.save(using_db=conn, update_fields=update)
             if isinstance(event, PaymentReversed):
-                await License.filter(order_id=order.id).using_db(conn).update(
-                    status=LicenseStatus.REVOKED, revoked_at=now, revoke_reason=event.reason
+                await (
+                    License.filter(order_id=order.id)
+                    .using_db(conn)
+                    .update(
+                        status=LicenseStatus.REVOKED, revoked_at=now, revoke_reason=event.reason
+                    )
                 )
         log.info(
-            "order %s -> %s",
+            "order %s: %s -> %s",
+            order.id,
             previous,
             order.status,
             extra={"provider": event.provider.value, "order_id": order.id},
@@ -228,7 +253,9 @@ class Applier:
                 f"order is {order.amount_minor}"
             )
         if order.provider_ref is not None and event.provider_ref != order.provider_ref:
-            return f"settlement is for {event.provider_ref}, order's checkout is {order.provider_ref}"
+            return (
+                f"settlement is for {event.provider_ref}, order's checkout is {order.provider_ref}"
+            )
         if self.catalog.get(order.product_id) is None:
             # Entitlements come from the catalog; without them a human decides what to issue.
             return f"product {order.product_id} is no longer in the catalog"
@@ -237,34 +264,12 @@ class Applier:
     async def _issue(self, conn: BaseDBAsyncClient, order: Order) -> bool:
         product = self.catalog.get(order.product_id)
         assert product is not None  # checked by _settlement_problem before any change
-        key = generate_key()
-        await License.create(
-            using_db=conn,
-            key=key,
-            order_id=order.id,
-            product_id=product.id,
-            tier=product.tier,
-            addons=list(product.addons),
-            seat_limit=product.seats,
-            buyer_email=order.buyer_email,
-        )
-        content = license_email(
-            product=product,
-            key=key,
-            order_id=order.id,
+        await issue_license(
+            conn,
+            order,
+            product,
+            new_key=self.new_key,
             status_url=f"{self.public_url}/orders/{order.id}?token={order.status_token}",
             help_url=self.help_url,
         )
-        await OutboxEmail.create(
-            using_db=conn,
-            order_id=order.id,
-            kind=LICENSE_EMAIL,
-            to_address=order.buyer_email,
-            subject=content.subject,
-            body_text=content.text,
-            body_html=content.html,
-            status=EmailStatus.PENDING,
-            next_attempt_at=datetime.now(UTC),
-        )
-        log.info("license issued %s", mask_key(key), extra={"order_id": order.id})
         return True

@@ -15,9 +15,9 @@ log = logging.getLogger("gateway")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from gateway.logs import setup_logging
+
+    setup_logging(level)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -69,6 +69,76 @@ def _btcpay_pair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send_mail(args: argparse.Namespace) -> int:
+    import signal
+
+    from gateway import db
+    from gateway.mailer import Mailer
+
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+
+    async def run() -> int:
+        await db.open_db(settings)
+        try:
+            mailer = Mailer(settings)
+            if args.once:
+                result = await mailer.run_once()
+                log.info(
+                    "outbox: %d sent, %d failed, %d dead", result.sent, result.failed, result.dead
+                )
+                return 0
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            log.info("outbox sender running (%s backend); Ctrl-C stops", settings.mail_backend)
+            await mailer.run_forever(stop)
+            return 0
+        finally:
+            await db.close_db()
+
+    return asyncio.run(run())
+
+
+def _review(_: argparse.Namespace) -> int:
+    from gateway import db
+    from gateway.models import InboxEvent, InboxOutcome
+
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+
+    async def run() -> list[InboxEvent]:
+        await db.open_db(settings)
+        try:
+            return await InboxEvent.filter(outcome=InboxOutcome.PARKED).order_by(
+                "received_at", "id"
+            )
+        finally:
+            await db.close_db()
+
+    parked = asyncio.run(run())
+    if not parked:
+        print("no parked events")
+        return 0
+    print("received_at\tprovider\torder_id\tkind\tevent\treason")
+    for event in parked:
+        print(
+            "\t".join(
+                [
+                    event.received_at.isoformat(timespec="seconds"),
+                    event.provider,
+                    event.order_id or "-",
+                    event.kind,
+                    event.dedupe_key,
+                    event.detail.replace("\n", " "),
+                ]
+            )
+        )
+    print(f"{len(parked)} parked event(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="checkout-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=_migrate)
+    send_mail = sub.add_parser("send-mail", help="deliver queued license emails (outbox)")
+    send_mail.add_argument("--once", action="store_true", help="one round, then exit")
+    send_mail.set_defaults(func=_send_mail)
+    review = sub.add_parser("review", help="list webhook events parked for a human")
+    review.set_defaults(func=_review)
     pair = sub.add_parser(
         "btcpay-pair",
         help="pair with BTCPay's legacy API (code from Store > Settings > Access Tokens)",

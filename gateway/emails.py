@@ -36,10 +36,10 @@ def license_email(
     )
     html = (
         f"<p>Thank you for buying <strong>{escape(product.name)}</strong>.</p>"
-        f"<p>License key: <code style=\"font-size:1.2em\">{escape(key)}</code></p>"
+        f'<p>License key: <code style="font-size:1.2em">{escape(key)}</code></p>'
         f"<ul><li>Tier: {escape(product.tier)}</li><li>Add-ons: {escape(addons)}</li></ul>"
         f"<p>How to activate: {escape(activate)}</p>"
         f"<p>Order: {escape(order_id)} — "
-        f"<a href=\"{escape(status_url, quote=True)}\">order status</a></p>"
+        f'<a href="{escape(status_url, quote=True)}">order status</a></p>'
     )
     return EmailContent(subject=f"Your {product.name} license key", text=text, html=html)

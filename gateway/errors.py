@@ -1,10 +1,10 @@
 """Gateway errors and the one table that maps every error to a JSON response.
 
-    GatewayError(status, code)            -> {"error": code, "detail": text}
-    ├── NotFound                  404
-    ├── InvalidRequest            422   (names the field)
-    └── ServiceUnavailable        503
-    Provider errors (providers/errors.py) and database outages are mapped in `handlers()`.
+GatewayError(status, code)            -> {"error": code, "detail": text}
+├── NotFound                  404
+├── InvalidRequest            422   (names the field)
+└── ServiceUnavailable        503
+Provider errors (providers/errors.py) and database outages are mapped in `handlers()`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -110,6 +111,10 @@ def handlers() -> dict[Any, Any]:
         DBConnectionError: _database,
         OperationalError: _database,
         ConnectionError: _database,
+        # A PostgreSQL connection lost mid-request surfaces as the driver's own errors.
+        asyncpg.InterfaceError: _database,
+        asyncpg.PostgresConnectionError: _database,
+        asyncpg.OperatorInterventionError: _database,
         OSError: _database,
         Exception: _unexpected,
     }

@@ -180,6 +180,9 @@ async def _start_checkout(
         cancel_url=status_url,
         notification_url=f"{base}/webhooks/{provider.name.value}",
         idempotency_key=f"checkout:{order.id}",
+        # Anything time-derived in the provider request (Stripe's expires_at) must come
+        # from the order, or an idempotent retry sends a different body and is refused.
+        created_at=order.created_at,
     )
     try:
         session = await provider.create_checkout(req)

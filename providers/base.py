@@ -26,6 +26,9 @@ class CheckoutRequest:
     notification_url: str
     # Stable per order so a retried create never makes a second payable checkout.
     idempotency_key: str
+    # When the order was created. Providers derive time-based fields (Stripe `expires_at`)
+    # from it, so a retry under the same idempotency key sends the very same request.
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,10 +1,10 @@
 """Provider errors, translated at the boundary (`raise ... from exc`).
 
-    ProviderError
-    ├── WebhookSignatureError   bad/missing signature: reject, store nothing      -> 400
-    ├── WebhookPayloadError     verified but unusable payload                     -> 400
-    ├── ProviderUnavailable     retriable: network error, 5xx, timeout, 429       -> 503
-    └── ProviderRejected        permanent: the provider refused our request       -> 502
+ProviderError
+├── WebhookSignatureError   bad/missing signature: reject, store nothing      -> 400
+├── WebhookPayloadError     verified but unusable payload                     -> 400
+├── ProviderUnavailable     retriable: network error, 5xx, timeout, 429       -> 503
+└── ProviderRejected        permanent: the provider refused our request       -> 502
 """
 
 from __future__ import annotations

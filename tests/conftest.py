@@ -16,7 +16,9 @@ from config.settings import DEFAULT_PRODUCTS_FILE, Settings
 from tests import dbutil
 
 # A developer's own GATEWAY_* variables or .env must never change what the tests see.
-for _name in [n for n in os.environ if n.startswith("GATEWAY_") and not n.startswith("GATEWAY_TEST_")]:
+for _name in [
+    n for n in os.environ if n.startswith("GATEWAY_") and not n.startswith("GATEWAY_TEST_")
+]:
     del os.environ[_name]
 
 

@@ -30,7 +30,11 @@ _counter = itertools.count(1)
 
 
 class FakeProvider:
-    def __init__(self, name: ProviderName = ProviderName.STRIPE, secret: str = "fake-secret"):
+    def __init__(
+        self,
+        name: ProviderName = ProviderName.STRIPE,
+        secret: str = "fake-secret",  # noqa: S107 - a test fake, not a credential
+    ) -> None:
         self.name = name
         self.secret = secret.encode()
         self.created: list[CheckoutRequest] = []

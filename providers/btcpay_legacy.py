@@ -1,0 +1,332 @@
+"""BTCPay Server, legacy BitPay-compatible API through `btcpay-python` (pairing mode).
+
+`btcpay-python` is synchronous `requests`, so every call runs in a worker thread and
+never on the event loop; its sessions get a timeout it does not set itself. Legacy IPNs
+are unsigned (BTCPay: "can be faked"), so an IPN body is only a hint naming an invoice:
+the invoice is re-fetched with the signed client and only the fetched status counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from btcpay import BTCPayClient, crypto
+
+from config.money import MoneyError, format_decimal, to_minor
+from config.settings import BtcpaySettings, SettingsError, env_name
+from providers.base import CheckoutRequest, CheckoutSession
+from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
+from providers.events import (
+    Ignored,
+    PaymentEvent,
+    PaymentFailed,
+    PaymentPending,
+    PaymentSettled,
+    ProviderName,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_PAIRING_CODE = re.compile(r"^[A-Za-z0-9]{7}$")
+_DEFAULT_TIMEOUT = 20.0
+
+
+class PairingError(ValueError):
+    """Pairing cannot proceed (bad code, files already present)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegacyPairing:
+    key_file: Path
+    token_file: Path
+    # The client id (SIN) BTCPay shows next to the token on the Access Tokens page.
+    client_id: str
+    facade: str
+
+
+class _TimeoutSession(requests.Session):
+    """`btcpay-python` never passes a timeout; a hung BTCPay must not pin a thread forever."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.default_timeout = timeout
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.default_timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+def _client(host: str, pem: str, tokens: dict[str, str] | None, timeout: float) -> Any:
+    client = BTCPayClient(host=host.rstrip("/"), pem=pem, tokens=tokens)
+    session = _TimeoutSession(timeout)
+    session.headers.update(client.s.headers)
+    session.verify = client.s.verify
+    client.s = session
+    return client
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    """requests/btcpay-python errors -> our retriable/permanent errors."""
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        if status >= 500 or status in (408, 429):
+            return ProviderUnavailable(f"BTCPay answered {status} to {what}")
+        return ProviderRejected(f"BTCPay refused {what} ({status}): {str(exc)[:300]}")
+    if isinstance(exc, requests.RequestException):
+        return ProviderUnavailable(f"BTCPay unreachable for {what}: {type(exc).__name__}")
+    if isinstance(exc, ValueError | KeyError | IndexError | TypeError):
+        return ProviderRejected(f"BTCPay gave an unusable answer to {what}: {exc}")
+    return exc
+
+
+def _write_private(path: Path, data: str, *, force: bool) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    try:
+        # An existing file overwritten with force keeps its old mode otherwise.
+        os.fchmod(fd, 0o600)
+        os.write(fd, data.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def pair_legacy(
+    host: str,
+    pairing_code: str,
+    key_file: Path,
+    token_file: Path,
+    *,
+    force: bool = False,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> LegacyPairing:
+    """Pair with BTCPay's legacy API: new private key + merchant token, both stored 0600.
+
+    `pairing_code` is the 7-character code from Store → Settings → Access Tokens. Synchronous
+    (call it from the CLI, or via a worker thread). Raises `PairingError`,
+    `ProviderUnavailable` or `ProviderRejected`; writes nothing unless pairing succeeded.
+    """
+    code = pairing_code.strip()
+    if not _PAIRING_CODE.match(code):
+        raise PairingError("the pairing code must be exactly 7 letters or digits")
+    if not force:
+        present = [str(p) for p in (key_file, token_file) if p.exists()]
+        if present:
+            raise PairingError(
+                f"refusing to overwrite {', '.join(present)} (pass force=True / --force)"
+            )
+    pem: str = crypto.generate_privkey()
+    client = _client(host, pem, None, timeout)
+    try:
+        tokens: dict[str, str] = client.pair_client(code)
+    except Exception as exc:
+        raise _translate(exc, "pairing") from exc
+    facade, token = next(iter(tokens.items()))
+    _write_private(key_file, pem, force=force)
+    _write_private(token_file, json.dumps({facade: token}) + "\n", force=force)
+    log.info("btcpay legacy pairing stored key %s and %s token %s", key_file, facade, token_file)
+    return LegacyPairing(
+        key_file=key_file, token_file=token_file, client_id=client.client_id, facade=facade
+    )
+
+
+def _decimal_price(value: Any) -> str:
+    # btcpay-python decodes JSON numbers to float; its shortest repr is the decimal text
+    # BTCPay sent, so str() recovers it exactly without float arithmetic.
+    if isinstance(value, bool) or value is None:
+        raise MoneyError(f"not a price: {value!r}")
+    return str(Decimal(str(value)))
+
+
+class BTCPayLegacyProvider:
+    name = ProviderName.BTCPAY
+
+    def __init__(self, settings: BtcpaySettings, *, data_dir: Path) -> None:
+        if not settings.url:
+            raise SettingsError(f"BTCPay legacy mode needs {env_name('btcpay', 'url')}")
+        key_file, token_file = settings.legacy_paths(data_dir)
+        try:
+            pem = key_file.read_text(encoding="utf-8")
+            tokens = json.loads(token_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SettingsError(
+                f"BTCPay legacy key/token unreadable ({key_file}, {token_file}): run "
+                "`checkout-gateway btcpay-pair`"
+            ) from exc
+        if not isinstance(tokens, dict) or "merchant" not in tokens:
+            raise SettingsError(f"{token_file}: no merchant token; pair again")
+        self._settings = settings
+        self._client = _client(
+            settings.url, pem, {"merchant": str(tokens["merchant"])}, settings.timeout_seconds
+        )
+
+    async def _call(self, what: str, func: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(func, *args)
+        except Exception as exc:
+            raise _translate(exc, what) from exc
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._client.s.close)
+
+    async def create_checkout(self, req: CheckoutRequest) -> CheckoutSession:
+        payload = {
+            # A decimal string; btcpay-python only float()-checks it, never sends a float.
+            "price": format_decimal(req.amount_minor, req.currency),
+            "currency": req.currency.upper(),
+            "orderId": req.order_id,
+            "itemDesc": req.description or req.product_name,
+            "itemCode": req.product_id,
+            "notificationURL": req.notification_url,
+            "redirectURL": req.success_url,
+            "fullNotifications": True,
+            "buyer": {"email": req.buyer_email},
+        }
+        # create_invoice adds the token to the dict it is given; keep ours clean.
+        invoice = await self._call("invoice creation", self._client.create_invoice, dict(payload))
+        try:
+            expires = invoice.get("expirationTime")
+            session = CheckoutSession(
+                provider_ref=str(invoice["id"]),
+                checkout_url=str(invoice["url"]),
+                expires_at=(
+                    datetime.fromtimestamp(expires / 1000, UTC)
+                    if isinstance(expires, int | float)
+                    else None
+                ),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ProviderRejected("BTCPay returned an unreadable legacy invoice") from exc
+        log.info(
+            "btcpay legacy invoice %s created for order %s", session.provider_ref, req.order_id
+        )
+        return session
+
+    async def fetch_invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        try:
+            invoice = await asyncio.to_thread(self._client.get_invoice, invoice_id)
+        except requests.HTTPError as exc:
+            if exc.response is not None and exc.response.status_code == 404:
+                return None
+            raise _translate(exc, f"fetching invoice {invoice_id}") from exc
+        except Exception as exc:
+            raise _translate(exc, f"fetching invoice {invoice_id}") from exc
+        if not isinstance(invoice, dict):
+            raise ProviderUnavailable("BTCPay returned a non-object legacy invoice")
+        return invoice
+
+    async def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[PaymentEvent]:
+        # Unsigned by design: nothing in the body is trusted beyond the invoice id.
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise WebhookPayloadError("BTCPay IPN body is not JSON") from exc
+        invoice_id = None
+        if isinstance(payload, dict):
+            data = payload.get("data")
+            invoice_id = data.get("id") if isinstance(data, dict) else payload.get("id")
+        if not isinstance(invoice_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", invoice_id):
+            raise WebhookPayloadError("BTCPay IPN names no invoice id")
+        invoice = await self.fetch_invoice(invoice_id)
+        if invoice is None:
+            return [
+                Ignored(
+                    provider=self.name, reason="IPN for an unknown invoice", provider_ref=invoice_id
+                )
+            ]
+        event = self._decide(invoice_id, invoice)
+        if event is None:
+            return [
+                Ignored(provider=self.name, reason="invoice not paid yet", provider_ref=invoice_id)
+            ]
+        return [event]
+
+    async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:
+        invoice = await self.fetch_invoice(provider_ref)
+        return None if invoice is None else self._decide(provider_ref, invoice)
+
+    def _decide(self, invoice_id: str, invoice: dict[str, Any]) -> PaymentEvent | None:
+        status = invoice.get("status")
+        # "confirmed" only appears in IPN bodies; GET says "complete". One key for both.
+        if status == "confirmed":
+            status = "complete"
+        exception = invoice.get("exceptionStatus") or None
+        order_id = invoice.get("orderId")
+        common: dict[str, Any] = {
+            "provider": self.name,
+            "provider_ref": invoice_id,
+            "order_id": order_id if isinstance(order_id, str) and order_id else None,
+            "occurred_at": datetime.now(UTC),
+        }
+        if status == "new":
+            return None
+        if status == "paid":
+            return PaymentPending(**common, dedupe_key=f"{invoice_id}:paid", detail="paid")
+        if status == "complete":
+            if exception == "paidPartial":
+                return Ignored(
+                    provider=self.name,
+                    reason="complete but partially paid",
+                    provider_ref=invoice_id,
+                )
+            notes = {"paidOver": ("overpaid",), "marked": ("manually marked settled",)}
+            return self._settled(
+                invoice, f"{invoice_id}:complete", notes.get(str(exception), ()), common
+            )
+        if status == "expired" and exception == "paidLater":
+            if self._settings.late_payment == "settle":
+                return self._settled(
+                    invoice, f"{invoice_id}:paidLater", ("paid after expiration",), common
+                )
+            return PaymentPending(
+                **common,
+                dedupe_key=f"{invoice_id}:paidLater",
+                detail="paid in full after expiration (late_payment=review): review it",
+            )
+        if status == "expired":
+            reason = "expired, partially paid" if exception == "paidPartial" else "expired"
+            return PaymentFailed(**common, dedupe_key=f"{invoice_id}:expired", reason=reason)
+        if status == "invalid":
+            reason = "manually marked invalid" if exception == "marked" else "invalid"
+            return PaymentFailed(**common, dedupe_key=f"{invoice_id}:invalid", reason=reason)
+        return Ignored(
+            provider=self.name, reason=f"unknown legacy status {status!r}", provider_ref=invoice_id
+        )
+
+    def _settled(
+        self,
+        invoice: dict[str, Any],
+        dedupe_key: str,
+        notes: tuple[str, ...],
+        common: dict[str, Any],
+    ) -> PaymentSettled:
+        try:
+            currency = str(invoice["currency"]).upper()
+            amount_minor = to_minor(_decimal_price(invoice.get("price")), currency)
+        except (KeyError, MoneyError) as exc:
+            raise ProviderUnavailable(f"BTCPay legacy invoice has no usable price: {exc}") from exc
+        log.info(
+            "btcpay legacy invoice %s settled for order %s %s",
+            common["provider_ref"],
+            common["order_id"],
+            notes,
+        )
+        return PaymentSettled(
+            **common,
+            dedupe_key=dedupe_key,
+            amount_minor=amount_minor,
+            currency=currency,
+            notes=notes,
+        )
