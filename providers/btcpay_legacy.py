@@ -16,16 +16,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 from btcpay import BTCPayClient, crypto
 
-from config.money import MoneyError, format_decimal, to_minor
+from config.money import format_decimal
 from config.settings import BtcpaySettings, SettingsError, env_name
 from providers.base import CheckoutRequest, CheckoutSession
+from providers.btcpay_provider import settled_event
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
 from providers.events import (
     Ignored,
@@ -140,14 +140,6 @@ def pair_legacy(
     return LegacyPairing(
         key_file=key_file, token_file=token_file, client_id=client.client_id, facade=facade
     )
-
-
-def _decimal_price(value: Any) -> str:
-    # btcpay-python decodes JSON numbers to float; its shortest repr is the decimal text
-    # BTCPay sent, so str() recovers it exactly without float arithmetic.
-    if isinstance(value, bool) or value is None:
-        raise MoneyError(f"not a price: {value!r}")
-    return str(Decimal(str(value)))
 
 
 class BTCPayLegacyProvider:
@@ -312,21 +304,10 @@ class BTCPayLegacyProvider:
         notes: tuple[str, ...],
         common: dict[str, Any],
     ) -> PaymentSettled:
-        try:
-            currency = str(invoice["currency"]).upper()
-            amount_minor = to_minor(_decimal_price(invoice.get("price")), currency)
-        except (KeyError, MoneyError) as exc:
-            raise ProviderUnavailable(f"BTCPay legacy invoice has no usable price: {exc}") from exc
-        log.info(
-            "btcpay legacy invoice %s settled for order %s %s",
-            common["provider_ref"],
-            common["order_id"],
-            notes,
-        )
-        return PaymentSettled(
-            **common,
+        return settled_event(
+            invoice.get("price"),
+            invoice.get("currency"),
             dedupe_key=dedupe_key,
-            amount_minor=amount_minor,
-            currency=currency,
             notes=notes,
+            common=common,
         )

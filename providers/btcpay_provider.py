@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -300,25 +301,12 @@ class BTCPayProvider:
         notes: tuple[str, ...],
         common: dict[str, Any],
     ) -> PaymentSettled:
-        try:
-            currency = str(invoice["currency"]).upper()
-            amount_minor = to_minor(str(invoice["amount"]), currency)
-        except (KeyError, MoneyError) as exc:
-            # The fetched invoice is BTCPay's answer, not the sender's: unusable means
-            # BTCPay misbehaves, so let it retry rather than drop a settlement.
-            raise ProviderUnavailable(f"BTCPay invoice has no usable amount: {exc}") from exc
-        log.info(
-            "btcpay invoice %s settled for order %s %s",
-            common["provider_ref"],
-            common["order_id"],
-            notes,
-        )
-        return PaymentSettled(
-            **common,
+        return settled_event(
+            invoice.get("amount"),
+            invoice.get("currency"),
             dedupe_key=dedupe_key,
-            amount_minor=amount_minor,
-            currency=currency,
             notes=notes,
+            common=common,
         )
 
     # -- reconciliation ----------------------------------------------------------------
@@ -357,6 +345,40 @@ class BTCPayProvider:
                 **common, dedupe_key=f"{provider_ref}:InvoiceProcessing", detail="Processing"
             )
         return None
+
+
+def settled_event(
+    amount: Any,
+    currency: Any,
+    *,
+    dedupe_key: str,
+    notes: tuple[str, ...],
+    common: dict[str, Any],
+) -> PaymentSettled:
+    """`PaymentSettled` from the amount and currency of an invoice *fetched* from BTCPay.
+
+    Shared by both modes. Greenfield sends the amount as a decimal string; the legacy API
+    as a JSON number, whose shortest repr (`str(float)`) is the decimal text BTCPay sent,
+    so no float arithmetic touches it.
+    """
+    try:
+        if isinstance(amount, bool) or amount is None:
+            raise MoneyError(f"not an amount: {amount!r}")
+        code = str(currency).upper()
+        amount_minor = to_minor(str(Decimal(str(amount))), code)
+    except (MoneyError, ArithmeticError) as exc:
+        # The fetched invoice is BTCPay's answer, not the sender's: unusable means
+        # BTCPay misbehaves, so let it retry rather than drop a settlement.
+        raise ProviderUnavailable(f"BTCPay invoice has no usable amount: {exc}") from exc
+    log.info(
+        "btcpay invoice %s settled for order %s %s",
+        common["provider_ref"],
+        common["order_id"],
+        notes,
+    )
+    return PaymentSettled(
+        **common, dedupe_key=dedupe_key, amount_minor=amount_minor, currency=code, notes=notes
+    )
 
 
 def _order_id(metadata: Any) -> str | None:
