@@ -2,8 +2,9 @@
 
 Each event is applied in one database transaction:
 
-    inbox row (unique provider+dedupe_key)  ->  order state machine  ->  on first settlement:
-    license (unique per order) + outbox email (unique per order+kind)   [gateway.licenses]
+    order row (SELECT ... FOR UPDATE)  ->  state machine  ->  on first settlement: license
+    (unique per order) + outbox email (unique per order+kind) [gateway.licenses]  ->  inbox
+    row (unique provider+dedupe_key), which makes a redelivery roll back as a duplicate
 
 All of it commits together or not at all. Exactly-once rests on those unique constraints,
 so any number of workers and hosts sharing one PostgreSQL stay correct; `SELECT ... FOR
@@ -114,9 +115,9 @@ class Applier:
 
     async def apply(self, event: ActionableEvent, raw: bytes) -> ApplyResult:
         """Apply one event exactly once. Raises only for database failures."""
-        # A unique-key violation rolls the whole event back. If the inbox row now exists, a
-        # concurrent delivery of the same event won: answer "duplicate". Otherwise (a license
-        # key clash that raced past `unused_key`) re-run the event from scratch.
+        # A unique-key violation rolls the whole event back. If the inbox row exists, this
+        # event was applied before (or by a concurrent delivery): answer "duplicate".
+        # Otherwise it was a license key clash (~2^-79): re-run the event with a new key.
         for attempt in range(3):
             try:
                 async with in_transaction() as conn:
@@ -136,30 +137,25 @@ class Applier:
         self, conn: BaseDBAsyncClient, event: ActionableEvent, raw: bytes
     ) -> ApplyResult:
         now = datetime.now(UTC)
-        inbox = await InboxEvent.create(
-            using_db=conn,
-            provider=event.provider.value,
-            dedupe_key=event.dedupe_key,
-            kind=_KIND[type(event)],
-            order_id=event.order_id,
-            provider_ref=event.provider_ref,
-            payload=raw.decode("utf-8", errors="replace"),
-            outcome=InboxOutcome.NOOP,
-        )
         order = await self._find_order(conn, event)
         if order is None:
             result = self._parked(event, None, "no order matches this event")
         else:
             result = await self._transition(conn, order, event, now)
-        inbox.outcome = InboxOutcome(
-            result.result if result.result != Result.DUPLICATE else Result.NOOP
-        )
-        inbox.detail = result.detail
-        inbox.handled_at = now
-        if result.order_id and inbox.order_id is None:
-            inbox.order_id = result.order_id
-        await inbox.save(
-            using_db=conn, update_fields=["outcome", "detail", "handled_at", "order_id"]
+        # Written last, once, with its outcome: a duplicate first waits on the order's row
+        # lock, finds nothing to change, and then loses here at the unique index, which
+        # rolls back whatever it did. One statement instead of an insert plus an update.
+        await InboxEvent.create(
+            using_db=conn,
+            provider=event.provider.value,
+            dedupe_key=event.dedupe_key,
+            kind=_KIND[type(event)],
+            order_id=result.order_id or event.order_id,
+            provider_ref=event.provider_ref,
+            payload=raw.decode("utf-8", errors="replace"),
+            outcome=InboxOutcome(result.result),
+            detail=result.detail,
+            handled_at=now,
         )
         return result
 

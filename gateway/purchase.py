@@ -58,7 +58,8 @@ def render_purchase_options(
                 "checkout_url": f"{settings.public_url}/checkout/{name.value}/{product.id}",
                 "method": "POST",
             }
-            for name in providers
+            # Injected providers arrive in any order; the operator's `order` decides.
+            for name in sorted(providers, key=lambda n: (sections[n].order, n.value))
         ]
         doc: dict[str, Any] = {"product": _product_json(product), "options": options}
         if not options:

@@ -79,3 +79,24 @@ async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
             yield client
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (
+        f"database backends: {', '.join(dbutil.backends())} (PostgreSQL via {dbutil.PG_ADMIN_DSN})"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # Make it visible that every DB test ran on each backend, not just that the suite passed.
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            params = report.nodeid.rpartition("[")[2].rstrip("]").split("-")
+            for backend in dbutil.backends():
+                if backend in params and getattr(report, "when", "call") == "call":
+                    row = counts.setdefault(backend, {})
+                    row[outcome] = row.get(outcome, 0) + 1
+    for backend, row in counts.items():
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in row.items())
+        terminalreporter.write_line(f"database tests on {backend}: {summary}")
