@@ -17,7 +17,7 @@ from providers.base import CheckoutRequest, PaymentProvider
 from providers.btcpay_legacy import BTCPayLegacyProvider, PairingError, pair_legacy
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
 from providers.events import Ignored, PaymentFailed, PaymentPending, PaymentSettled
-from providers.fakes.btcpay_server import BTCPayLegacyHarness
+from providers.fakes.btcpay_harness import BTCPayLegacyHarness
 
 
 class Legacy:

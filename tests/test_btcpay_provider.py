@@ -29,7 +29,8 @@ from providers.events import (
     PaymentSettled,
     ProviderName,
 )
-from providers.fakes.btcpay_server import BTCPayGreenfieldHarness, Delivery, FakeInvoice
+from providers.fakes.btcpay_harness import BTCPayGreenfieldHarness
+from providers.fakes.btcpay_payloads import Delivery, FakeInvoice
 from tests.conftest import running
 
 

@@ -12,7 +12,7 @@ from gateway.app import create_app
 from gateway.models import Order, OrderStatus
 from providers.events import ProviderName
 from providers.fakes.provider import FakeProvider
-from providers.fakes.stripe_api import StripeContractHarness
+from providers.fakes.stripe_harness import StripeContractHarness
 from tests.conftest import running
 
 

@@ -29,7 +29,8 @@ from pydantic import SecretStr
 from config.money import to_minor
 from config.settings import StripeSettings
 from providers.base import CheckoutRequest
-from providers.fakes.stripe_api import FakeStripe, SignedEvent, decode_form
+from providers.fakes.stripe_api import FakeStripe, decode_form
+from providers.fakes.stripe_state import SignedEvent
 from providers.stripe_provider import StripeProvider
 
 ROOT = Path(__file__).resolve().parents[1]

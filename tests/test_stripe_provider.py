@@ -48,7 +48,9 @@ from providers.events import (
     PaymentSettled,
     ProviderName,
 )
-from providers.fakes.stripe_api import FakeStripe, SignedEvent, StripeContractHarness
+from providers.fakes.stripe_api import FakeStripe
+from providers.fakes.stripe_harness import StripeContractHarness
+from providers.fakes.stripe_state import SignedEvent
 from providers.registry import build_providers
 from providers.stripe_provider import StripeProvider
 from tests.conftest import running
