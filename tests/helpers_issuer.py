@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -100,10 +99,3 @@ async def deliver(
 def results(resp: httpx.Response) -> list[str]:
     assert resp.status_code == 200, resp.text
     return [item["result"] for item in resp.json()["events"]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

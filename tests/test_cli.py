@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-PYTHON = sys.executable
+from tests.procs import PYTHON, Process, clean_env, free_port
+
 SCRIPT = Path(sys.executable).parent / "checkout-gateway"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """The parent env without any GATEWAY_* (a developer's own config must not leak in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(extra)
-    return env
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=60, check=False
+        args, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=60, check=False
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
@@ -107,39 +91,16 @@ def test_migrate_command_creates_the_database(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_served_sample_config_without_secrets_sells_nothing_and_says_why(tmp_path: Path) -> None:
     # given a fresh working directory, the sample config and no secrets at all
-    port = _free_port()
-    log_path = tmp_path / "stderr.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path,
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    serve = [PYTHON, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with Process(serve, log=log_path, cwd=tmp_path, env=clean_env()) as server:
+        server.wait_http(f"{base}/healthz")
 
         # when a buyer's page asks what it can offer
         resp = httpx.get(f"{base}/purchase-options/pro", timeout=5)
         ready = httpx.get(f"{base}/readyz", timeout=5)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
     # then the product is there with no options, and the log says why, once per provider
     assert resp.status_code == 200

@@ -31,7 +31,8 @@ from gateway.mailer import Mailer, backoff
 from gateway.models import EmailStatus, License, LicenseStatus, Order, OutboxEmail
 from providers.events import PaymentSettled, ProviderName
 from tests.conftest import running
-from tests.helpers_issuer import deliver, event, fake_gateway, free_port, new_order
+from tests.helpers_issuer import deliver, event, fake_gateway, new_order
+from tests.procs import free_port
 
 SettingsFactory = Callable[..., Settings]
 

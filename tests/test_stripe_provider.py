@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -54,6 +53,7 @@ from providers.fakes.stripe_state import SignedEvent
 from providers.registry import build_providers
 from providers.stripe_provider import StripeProvider
 from tests.conftest import running
+from tests.procs import free_port
 
 MakeProvider = Callable[..., StripeProvider]
 # When the test orders were created: a fixed instant, as the gateway's order row gives one.
@@ -692,13 +692,6 @@ async def test_demo_controls_deliver_signed_webhooks_the_provider_accepts(
     assert {e.order_id for e in received if not isinstance(e, Ignored)} == {"ord_demo"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def serve(app: Starlette, port: int) -> AsyncIterator[None]:
     server = uvicorn.Server(
@@ -716,7 +709,7 @@ async def serve(app: Starlette, port: int) -> AsyncIterator[None]:
 
 async def test_provider_talks_to_the_fake_over_real_http_on_localhost(fake: FakeStripe) -> None:
     # given the fake under uvicorn and a provider with no injected transport
-    port = _free_port()
+    port = free_port()
     settings = StripeSettings(
         enabled=True,
         secret_key=SecretStr(fake.api_key),

@@ -28,7 +28,8 @@ from gateway import db
 from gateway.models import EmailStatus, InboxEvent, License, Order, OutboxEmail
 from providers.stripe_provider import SDK_API_VERSION
 from tests import dbutil
-from tests.helpers_issuer import free_port, new_order
+from tests.helpers_issuer import new_order
+from tests.procs import free_port
 
 pytestmark = pytest.mark.slow
 
