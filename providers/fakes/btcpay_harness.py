@@ -17,6 +17,7 @@ from config.money import format_decimal
 from config.settings import BtcpaySettings
 from providers.btcpay_legacy import BTCPayLegacyProvider, pair_legacy
 from providers.btcpay_provider import BTCPayProvider
+from providers.fakes.btcpay_payloads import Delivery
 from providers.fakes.btcpay_server import FakeBTCPay, FakeServerThread
 
 
@@ -27,6 +28,18 @@ def _checkout_metadata(order_id: str) -> dict[str, Any]:
         "itemDesc": "Pro license (1 seat)",
         "itemCode": "pro",
     }
+
+
+def _paid_invoice(
+    fake: FakeBTCPay, order_id: str, amount_minor: int, currency: str
+) -> tuple[str, list[Delivery]]:
+    """An invoice for our order, paid in full and confirmed; its id and the deliveries."""
+    invoice, _ = fake.create_invoice(
+        amount=format_decimal(amount_minor, currency),
+        currency=currency,
+        metadata=_checkout_metadata(order_id),
+    )
+    return invoice.id, fake.pay_in_full(invoice.id)
 
 
 class BTCPayGreenfieldHarness:
@@ -60,12 +73,8 @@ class BTCPayGreenfieldHarness:
     async def signed_settle_webhook(
         self, order_id: str, amount_minor: int, currency: str
     ) -> tuple[bytes, dict[str, str]]:
-        invoice, _ = self.fake.create_invoice(
-            amount=format_decimal(amount_minor, currency),
-            currency=currency,
-            metadata=_checkout_metadata(order_id),
-        )
-        settled = [d for d in self.fake.pay_in_full(invoice.id) if d.event_type == "InvoiceSettled"]
+        deliveries = _paid_invoice(self.fake, order_id, amount_minor, currency)[1]
+        settled = [d for d in deliveries if d.event_type == "InvoiceSettled"]
         return settled[0].body, dict(settled[0].headers)
 
     def signed_unrelated_webhook(self) -> tuple[bytes, dict[str, str]]:
@@ -121,13 +130,8 @@ class BTCPayLegacyHarness:
     async def signed_settle_webhook(
         self, order_id: str, amount_minor: int, currency: str
     ) -> tuple[bytes, dict[str, str]]:
-        invoice, _ = self.fake.create_invoice(
-            amount=format_decimal(amount_minor, currency),
-            currency=currency,
-            metadata=_checkout_metadata(order_id),
-        )
-        self.fake.pay_in_full(invoice.id)
-        body = self.fake.legacy_ipn(invoice.id, status="confirmed")
+        invoice_id = _paid_invoice(self.fake, order_id, amount_minor, currency)[0]
+        body = self.fake.legacy_ipn(invoice_id, status="confirmed")
         return body, {"content-type": "application/json"}
 
     def signed_unrelated_webhook(self) -> tuple[bytes, dict[str, str]]:
