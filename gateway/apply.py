@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-import asyncpg
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import DBConnectionError, IntegrityError
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from config.catalog import Catalog
@@ -71,17 +70,6 @@ _KIND = {
 }
 
 
-# Driver errors meaning "the database went away" (a killed backend, a restart, a dropped
-# database). Tortoise passes them through untranslated; as DBConnectionError they answer
-# 503, so the provider redelivers, and the rolled-back event left no trace.
-_CONNECTION_LOST = (
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InvalidCatalogNameError,
-)
-
-
 class Result(StrEnum):
     APPLIED = "applied"
     NOOP = "noop"
@@ -122,8 +110,6 @@ class Applier:
             try:
                 async with in_transaction() as conn:
                     return await self._apply(conn, event, raw)
-            except _CONNECTION_LOST as exc:
-                raise DBConnectionError(f"database connection lost: {exc}") from exc
             except IntegrityError:
                 if await InboxEvent.exists(
                     provider=event.provider.value, dedupe_key=event.dedupe_key

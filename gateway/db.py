@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
@@ -14,6 +15,16 @@ from tortoise.migrations.api.migrate import migrate as _tortoise_migrate
 from config.settings import Settings
 
 APP_LABEL = "models"
+
+# Driver errors meaning "the database went away" (a killed backend, a restart, a dropped
+# database). Tortoise passes them through untranslated; the error table answers them 503,
+# so a provider redelivers, and the rolled-back transaction left no trace.
+CONNECTION_LOST: tuple[type[Exception], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+)
 
 
 async def _release_reset(conn: Any) -> None:

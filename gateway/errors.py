@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from tortoise.exceptions import DBConnectionError, OperationalError
 
+from gateway.db import CONNECTION_LOST
 from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
@@ -112,9 +112,7 @@ def handlers() -> dict[Any, Any]:
         OperationalError: _database,
         ConnectionError: _database,
         # A PostgreSQL connection lost mid-request surfaces as the driver's own errors.
-        asyncpg.InterfaceError: _database,
-        asyncpg.PostgresConnectionError: _database,
-        asyncpg.OperatorInterventionError: _database,
+        **dict.fromkeys(CONNECTION_LOST, _database),
         OSError: _database,
         Exception: _unexpected,
     }
