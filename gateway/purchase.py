@@ -17,7 +17,7 @@ from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.models import Order, OrderStatus
 from gateway.state import AppState
 from providers.base import CheckoutRequest, PaymentProvider
-from providers.errors import ProviderRejected, ProviderUnavailable
+from providers.errors import ProviderUnavailable
 from providers.events import ProviderName
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,6 @@ async def _start_checkout(
             f"{provider.name.value} is unreachable, try again shortly",
             code="provider_unavailable",
         ) from exc
-    except ProviderRejected:
-        raise
     order.provider_ref = session.provider_ref
     order.checkout_url = session.checkout_url
     await order.save(update_fields=["provider_ref", "checkout_url", "updated_at"])
