@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from providers.fakes.btcpay_server import FakeBTCPay, FakeServerThread
 from tests.procs import PYTHON, Process, clean_env, free_port
 
 SCRIPT = Path(sys.executable).parent / "checkout-gateway"
@@ -119,3 +122,48 @@ def test_served_sample_config_without_secrets_sells_nothing_and_says_why(tmp_pat
     assert "GATEWAY_STRIPE__WEBHOOK_SECRET" in stripe[0]
     for name in ("URL", "STORE_ID", "API_KEY", "WEBHOOK_SECRET"):
         assert f"GATEWAY_BTCPAY__{name}" in btcpay[0]
+
+
+@pytest.mark.slow
+def test_btcpay_pair_stores_a_private_key_and_token_readable_only_by_the_owner(
+    tmp_path: Path,
+) -> None:
+    # given a BTCPay (fake, real HTTP on 127.0.0.1) that issued a pairing code
+    fake = FakeBTCPay()
+    server = FakeServerThread(fake.app)
+    url = server.start()
+    try:
+        code = fake.issue_pairing_code()
+
+        # when the operator pairs from the command line
+        paired = _run(
+            [PYTHON, "-m", "gateway", "btcpay-pair", "--host", url, "--code", code], tmp_path
+        )
+        again = _run(
+            [PYTHON, "-m", "gateway", "btcpay-pair", "--host", url, "--code", code], tmp_path
+        )
+    finally:
+        server.stop()
+
+    # then key and token are in the data dir, mode 0600, and a second run refuses to overwrite
+    assert paired.returncode == 0, paired.stderr
+    key, token = (
+        tmp_path / "data" / "btcpay_legacy_key.pem",
+        tmp_path / "data" / "btcpay_legacy_token.json",
+    )
+    assert "BEGIN EC PRIVATE KEY" in key.read_text()
+    assert set(json.loads(token.read_text())) == {"merchant"}
+    assert stat.S_IMODE(key.stat().st_mode) == stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert again.returncode == 1
+    assert "refusing to overwrite" in again.stderr
+
+
+def test_btcpay_pair_rejects_a_malformed_code_and_writes_nothing(tmp_path: Path) -> None:
+    result = _run(
+        [PYTHON, "-m", "gateway", "btcpay-pair", "--host", "http://127.0.0.1:9", "--code", "ABC"],
+        tmp_path,
+    )
+
+    assert result.returncode == 1
+    assert "exactly 7" in result.stderr
+    assert not (tmp_path / "data").exists()
