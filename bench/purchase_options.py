@@ -44,7 +44,7 @@ def serve(kind: str, port: int, database_url: str) -> None:
         from config.settings import load_settings
         from gateway.app import create_app
         from providers.events import ProviderName
-        from providers.fakes.provider import FakeProvider
+        from sandbox.provider import FakeProvider
 
         settings = load_settings(config_file=None, _env_file=None, database_url=database_url)
         app = create_app(

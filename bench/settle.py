@@ -38,7 +38,7 @@ from config.settings import DEFAULT_PRODUCTS_FILE  # noqa: E402
 from gateway.apply import Applier, Result  # noqa: E402
 from gateway.db import close_db, migrate, tortoise_config  # noqa: E402
 from providers.events import PaymentSettled, ProviderName  # noqa: E402
-from providers.fakes.provider import FakeProvider  # noqa: E402
+from sandbox.provider import FakeProvider  # noqa: E402
 from tests import dbutil  # noqa: E402
 
 ORDER_COLS = (

@@ -123,7 +123,7 @@ class BtcpaySettings(ProviderSettings):
                 missing.append(
                     f"{env_name('btcpay', 'legacy_key_file')}/"
                     f"{env_name('btcpay', 'legacy_token_file')} "
-                    f"(files {key} and {token}: run `checkout-gateway btcpay-pair`)"
+                    f"(files {key} and {token}: run `checkout-gateway btcpay pair`)"
                 )
             return missing
         return [

@@ -155,7 +155,7 @@ class BTCPayLegacyProvider:
         except (OSError, ValueError) as exc:
             raise SettingsError(
                 f"BTCPay legacy key/token unreadable ({key_file}, {token_file}): run "
-                "`checkout-gateway btcpay-pair`"
+                "`checkout-gateway btcpay pair`"
             ) from exc
         if not isinstance(tokens, dict) or "merchant" not in tokens:
             raise SettingsError(f"{token_file}: no merchant token; pair again")

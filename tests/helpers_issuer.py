@@ -15,7 +15,7 @@ from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import Order, OrderStatus
 from providers.events import ProviderName
-from providers.fakes.provider import FakeProvider
+from sandbox.provider import FakeProvider
 
 BUYER = "buyer@example.com"
 

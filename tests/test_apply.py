@@ -29,7 +29,7 @@ from gateway.models import (
 )
 from providers.errors import ProviderUnavailable
 from providers.events import PaymentEvent, ProviderName
-from providers.fakes.provider import FakeProvider
+from sandbox.provider import FakeProvider
 from tests import dbutil
 from tests.conftest import running
 from tests.helpers_issuer import BUYER, deliver, event, fake_gateway, new_order, results

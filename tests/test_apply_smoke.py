@@ -8,7 +8,7 @@ from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import License, Order, OrderStatus, OutboxEmail
 from providers.events import ProviderName
-from providers.fakes.provider import FakeProvider
+from sandbox.provider import FakeProvider
 from tests.conftest import running
 
 

@@ -24,7 +24,7 @@ def test_buyer_pays_by_card_and_sees_the_license_key(tmp_path: Path) -> None:
     gateway_port, stripe_port = free_port(), free_port()
     gateway = f"http://127.0.0.1:{gateway_port}"
     fake_stripe = [
-        PYTHON, "-m", "providers.fakes.stripe_api", "--port", str(stripe_port),
+        PYTHON, "-m", "sandbox.stripe_api", "--port", str(stripe_port),
         "--webhook-url", f"{gateway}/webhooks/stripe",
     ]  # fmt: skip
     env = clean_env(

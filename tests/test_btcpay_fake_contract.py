@@ -21,10 +21,10 @@ from referencing.jsonschema import DRAFT4
 
 from providers.base import CheckoutRequest
 from providers.btcpay_provider import BTCPayProvider, sign_body, verify_signature
-from providers.fakes.btcpay_harness import BTCPayGreenfieldHarness
-from providers.fakes.btcpay_payloads import Delivery
-from providers.fakes.btcpay_payloads import newtonsoft_json as newtonsoft_json
-from providers.fakes.btcpay_server import FakeBTCPay
+from sandbox.btcpay_harness import BTCPayGreenfieldHarness
+from sandbox.btcpay_payloads import Delivery
+from sandbox.btcpay_payloads import newtonsoft_json as newtonsoft_json
+from sandbox.btcpay_server import FakeBTCPay
 
 SPEC_DIR = Path(__file__).parent / "specs" / "btcpay"
 SHARED_SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "specs" / "btcpay"

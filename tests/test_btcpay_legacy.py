@@ -17,7 +17,7 @@ from providers.base import CheckoutRequest, PaymentProvider
 from providers.btcpay_legacy import BTCPayLegacyProvider, PairingError, pair_legacy
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
 from providers.events import Ignored, PaymentFailed, PaymentPending, PaymentSettled
-from providers.fakes.btcpay_harness import BTCPayLegacyHarness
+from sandbox.btcpay_harness import BTCPayLegacyHarness
 
 
 class Legacy:
@@ -139,7 +139,7 @@ def test_pairing_with_btcpay_unreachable_is_unavailable(tmp_path: Path) -> None:
 
 def test_provider_without_pairing_files_names_the_pair_command(tmp_path: Path) -> None:
     settings = BtcpaySettings(mode="legacy", url="http://127.0.0.1:9")
-    with pytest.raises(ValueError, match="btcpay-pair"):
+    with pytest.raises(ValueError, match="btcpay pair"):
         BTCPayLegacyProvider(settings, data_dir=tmp_path)
 
 

@@ -29,8 +29,8 @@ from providers.events import (
     PaymentSettled,
     ProviderName,
 )
-from providers.fakes.btcpay_harness import BTCPayGreenfieldHarness
-from providers.fakes.btcpay_payloads import Delivery, FakeInvoice
+from sandbox.btcpay_harness import BTCPayGreenfieldHarness
+from sandbox.btcpay_payloads import Delivery, FakeInvoice
 from tests.conftest import running
 
 

@@ -11,8 +11,8 @@ from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import Order, OrderStatus
 from providers.events import ProviderName
-from providers.fakes.provider import FakeProvider
-from providers.fakes.stripe_harness import StripeContractHarness
+from sandbox.provider import FakeProvider
+from sandbox.stripe_harness import StripeContractHarness
 from tests.conftest import running
 
 

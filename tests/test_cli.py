@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from providers.fakes.btcpay_server import FakeBTCPay, FakeServerThread
+from sandbox.btcpay_server import FakeBTCPay, FakeServerThread
 from tests.procs import PYTHON, Process, clean_env, free_port
 
 SCRIPT = Path(sys.executable).parent / "checkout-gateway"
@@ -28,7 +28,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = _run([PYTHON, "-m", "gateway", "--help"], tmp_path)
 
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "migrate", "send-mail", "review", "btcpay-pair"):
+    for command in ("serve", "migrate", "send-mail", "review", "btcpay"):
         assert command in result.stdout
 
 
@@ -137,10 +137,10 @@ def test_btcpay_pair_stores_a_private_key_and_token_readable_only_by_the_owner(
 
         # when the operator pairs from the command line
         paired = _run(
-            [PYTHON, "-m", "gateway", "btcpay-pair", "--host", url, "--code", code], tmp_path
+            [PYTHON, "-m", "gateway", "btcpay", "pair", "--host", url, "--code", code], tmp_path
         )
         again = _run(
-            [PYTHON, "-m", "gateway", "btcpay-pair", "--host", url, "--code", code], tmp_path
+            [PYTHON, "-m", "gateway", "btcpay", "pair", "--host", url, "--code", code], tmp_path
         )
     finally:
         server.stop()
@@ -160,7 +160,17 @@ def test_btcpay_pair_stores_a_private_key_and_token_readable_only_by_the_owner(
 
 def test_btcpay_pair_rejects_a_malformed_code_and_writes_nothing(tmp_path: Path) -> None:
     result = _run(
-        [PYTHON, "-m", "gateway", "btcpay-pair", "--host", "http://127.0.0.1:9", "--code", "ABC"],
+        [
+            PYTHON,
+            "-m",
+            "gateway",
+            "btcpay",
+            "pair",
+            "--host",
+            "http://127.0.0.1:9",
+            "--code",
+            "ABC",
+        ],
         tmp_path,
     )
 

@@ -17,8 +17,8 @@ from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import License, Order, OrderStatus, OutboxEmail
 from providers.base import PaymentProvider
-from providers.fakes.btcpay_harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
-from providers.fakes.stripe_harness import StripeContractHarness
+from sandbox.btcpay_harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
+from sandbox.stripe_harness import StripeContractHarness
 from tests.conftest import running
 
 Webhook = tuple[bytes, dict[str, str]]

@@ -1,4 +1,5 @@
-"""Imports point one way only: config <- providers <- gateway."""
+"""Imports point one way only: config <- providers <- gateway; the sandbox (provider fakes)
+sits beside gateway and is never imported by config or providers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # package -> top-level packages it must never import
-FORBIDDEN = {"config": {"providers", "gateway"}, "providers": {"gateway"}}
+FORBIDDEN = {
+    "config": {"providers", "gateway", "sandbox"},
+    "providers": {"gateway", "sandbox"},
+    "sandbox": {"gateway"},
+}
 
 
 def _imported_packages(path: Path) -> set[str]:

@@ -15,8 +15,8 @@ import pytest
 from providers.base import PaymentProvider
 from providers.errors import WebhookSignatureError
 from providers.events import Ignored, PaymentSettled
-from providers.fakes.btcpay_harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
-from providers.fakes.stripe_harness import StripeContractHarness
+from sandbox.btcpay_harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
+from sandbox.stripe_harness import StripeContractHarness
 
 HARNESSES = {
     "stripe": StripeContractHarness,

@@ -15,7 +15,7 @@ from config.settings import Settings
 from gateway.app import create_app
 from providers.base import PaymentProvider
 from providers.events import ProviderName
-from providers.fakes.provider import FakeProvider
+from sandbox.provider import FakeProvider
 from tests import dbutil
 from tests.conftest import running
 

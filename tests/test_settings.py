@@ -250,7 +250,7 @@ def test_legacy_btcpay_without_pairing_files_names_the_files_and_the_command(
     assert "GATEWAY_BTCPAY__LEGACY_KEY_FILE" in message
     assert "GATEWAY_BTCPAY__LEGACY_TOKEN_FILE" in message
     assert str(tmp_path / "btcpay_legacy_key.pem") in message
-    assert "btcpay-pair" in message
+    assert "btcpay pair" in message
 
 
 def test_legacy_btcpay_auto_without_pairing_files_is_off(tmp_path: Path) -> None:
@@ -263,7 +263,7 @@ def test_legacy_btcpay_auto_without_pairing_files_is_off(tmp_path: Path) -> None
 
     active, reason = settings.provider_status["btcpay"]
     assert not active
-    assert "btcpay-pair" in reason
+    assert "btcpay pair" in reason
 
 
 def test_legacy_btcpay_with_pairing_files_is_active(tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ from pydantic import SecretStr
 from config.money import to_minor
 from config.settings import StripeSettings
 from providers.base import CheckoutRequest
-from providers.fakes.stripe_api import FakeStripe, decode_form
-from providers.fakes.stripe_state import SignedEvent
 from providers.stripe_provider import StripeProvider
+from sandbox.stripe_api import FakeStripe, decode_form
+from sandbox.stripe_state import SignedEvent
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRACT_PATH = ROOT / "tests" / "specs" / "stripe" / "stripe_extract.json"

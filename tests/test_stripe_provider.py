@@ -47,11 +47,11 @@ from providers.events import (
     PaymentSettled,
     ProviderName,
 )
-from providers.fakes.stripe_api import FakeStripe
-from providers.fakes.stripe_harness import StripeContractHarness
-from providers.fakes.stripe_state import SignedEvent
 from providers.registry import build_providers
 from providers.stripe_provider import StripeProvider
+from sandbox.stripe_api import FakeStripe
+from sandbox.stripe_harness import StripeContractHarness
+from sandbox.stripe_state import SignedEvent
 from tests.conftest import running
 from tests.procs import free_port
 

@@ -3,7 +3,7 @@
 `StripeState` validates create params like Stripe does, moves sessions, payment intents,
 charges and disputes through what the buyer, the bank or the seller does, and signs each
 change as a webhook (`SignedEvent`). It speaks no HTTP: `FakeStripe` in
-providers.fakes.stripe_api serves it.
+sandbox.stripe_api serves it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import stripe
 
-from providers.fakes.stripe_objects import (
+from sandbox.stripe_objects import (
     charge_object,
     dispute_object,
     event_object,

@@ -1,7 +1,7 @@
 """A stateful fake of the slice of Stripe's API the gateway uses, plus signed webhooks.
 
 It speaks real HTTP (a Starlette app: in process through `FakeStripe.transport()`, or under
-uvicorn for a demo: `python -m providers.fakes.stripe_api --port 12111`) and accepts what the
+uvicorn for a demo: `python -m sandbox.stripe_api --port 12111`) and accepts what the
 `stripe` SDK really sends: form-encoded bodies in bracket (deepObject) notation, a Bearer
 key, an Idempotency-Key on every POST. Objects are shaped like Stripe's current fixtures and
 are checked against Stripe's OpenAPI schemas by tests/test_stripe_fake_contract.py.
@@ -13,8 +13,8 @@ Demo controls (each emits a signed event and POSTs it to `webhook_url` if one is
 refund|dispute}` (`refund?amount=N` for a partial refund), `POST /_fake/outage?status=500`
 (empty status ends the outage) and a hosted payment page at `GET /pay/{id}`.
 
-The account (objects and events) is `StripeState` in providers.fakes.stripe_state; this
-module serves it over HTTP. The provider contract harness is in providers.fakes.stripe_harness.
+The account (objects and events) is `StripeState` in sandbox.stripe_state; this
+module serves it over HTTP. The provider contract harness is in sandbox.stripe_harness.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from providers.fakes.stripe_state import FakeStripeError, SignedEvent, StripeState
+from sandbox.stripe_state import FakeStripeError, SignedEvent, StripeState
 
 logger = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 Use it in-process through `httpx.ASGITransport(app=fake.app)` (Greenfield), or as a real
 server on 127.0.0.1 (`FakeServerThread`, needed by `btcpay-python`, which speaks
-`requests`), or for a demo: `python -m providers.fakes.btcpay_server --port 14142`.
+`requests`), or for a demo: `python -m sandbox.btcpay_server --port 14142`.
 
-The store's state and controls are `BTCPayState` (providers.fakes.btcpay_state), the JSON
-shapes are in providers.fakes.btcpay_payloads and the provider contract harnesses in
-providers.fakes.btcpay_harness. The shapes are checked against the vendored OpenAPI spec in
+The store's state and controls are `BTCPayState` (sandbox.btcpay_state), the JSON
+shapes are in sandbox.btcpay_payloads and the provider contract harnesses in
+sandbox.btcpay_harness. The shapes are checked against the vendored OpenAPI spec in
 tests/test_btcpay_fake_contract.py.
 """
 
@@ -30,14 +30,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from providers.fakes.btcpay_payloads import (
+from sandbox.btcpay_payloads import (
     Delivery,
     FakeInvoice,
     new_id,
     sin_from_public_key,
     verify_bitid,
 )
-from providers.fakes.btcpay_state import BTCPayState
+from sandbox.btcpay_state import BTCPayState
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Invoices move only through the controls (`pay_in_full`, `pay_partially`, `overpa
 `expire`, `pay_after_expiry`, `mark_settled`, `mark_invalid`, `fail_to_confirm`), each
 returning the webhook deliveries real BTCPay would send, byte-shaped like BTCPay's
 (Newtonsoft indented camelCase JSON) and signed `BTCPay-Sig: sha256=<hex>`. It speaks no
-HTTP: `FakeBTCPay` in providers.fakes.btcpay_server serves it.
+HTTP: `FakeBTCPay` in sandbox.btcpay_server serves it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from providers.btcpay_provider import sign_body
-from providers.fakes.btcpay_payloads import BASE58, Delivery, FakeInvoice, new_id, newtonsoft_json
+from sandbox.btcpay_payloads import BASE58, Delivery, FakeInvoice, new_id, newtonsoft_json
 
 
 @dataclass

@@ -10,9 +10,9 @@ from pydantic import SecretStr
 
 from config.settings import StripeSettings
 from providers.events import ProviderName
-from providers.fakes.stripe_api import FakeStripe
-from providers.fakes.stripe_objects import new_id
 from providers.stripe_provider import StripeProvider
+from sandbox.stripe_api import FakeStripe
+from sandbox.stripe_objects import new_id
 
 
 @dataclass

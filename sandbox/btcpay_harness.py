@@ -17,8 +17,8 @@ from config.money import format_decimal
 from config.settings import BtcpaySettings
 from providers.btcpay_legacy import BTCPayLegacyProvider, pair_legacy
 from providers.btcpay_provider import BTCPayProvider
-from providers.fakes.btcpay_payloads import Delivery
-from providers.fakes.btcpay_server import FakeBTCPay, FakeServerThread
+from sandbox.btcpay_payloads import Delivery
+from sandbox.btcpay_server import FakeBTCPay, FakeServerThread
 
 
 def _checkout_metadata(order_id: str) -> dict[str, Any]:

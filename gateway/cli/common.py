@@ -1,0 +1,81 @@
+"""What every command shares: settings + logging, a database session, and output.
+
+Listings print a rich table for people and, with `--json`, one JSON document for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from config.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+log = logging.getLogger("gateway.cli")
+
+
+def settings_and_logging(**overrides: Any) -> Settings:
+    from gateway.logs import setup_logging
+
+    settings = load_settings(**overrides)
+    setup_logging(settings.log_level)
+    return settings
+
+
+def with_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Open the database (migrating it), run `work`, close it."""
+    from gateway import db
+
+    async def run() -> T:
+        await db.open_db(settings, run_migrations=migrate)
+        try:
+            return await work()
+        finally:
+            await db.close_db()
+
+    return asyncio.run(run())
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+
+
+def emit_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    as_json: bool,
+    title: str | None = None,
+    empty: str = "nothing to show",
+) -> None:
+    """Print `rows` as a table (only `columns`) or, with --json, as a JSON list of full rows."""
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=2, default=str, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(empty)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
+    Console(soft_wrap=True).print(table)
+
+
+def emit_object(doc: dict[str, Any], *, as_json: bool) -> None:
+    """One record: JSON, or `key: value` lines."""
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
+        return
+    width = max((len(k) for k in doc), default=0)
+    for key, value in doc.items():
+        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
