@@ -162,6 +162,43 @@ class LicenseSettings(BaseModel):
     activation_help_url: str | None = None
 
 
+def _check_rate(value: str) -> str:
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a rate like '20/minute' or '5 per hour'") from exc
+    return value
+
+
+class LimitsSettings(BaseModel):
+    """Request body caps and rate limits (one mechanism, configured per route family)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Webhook bodies from BTCPay/Stripe are a few KiB; anything near the cap is abuse.
+    webhook_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Checkout, license API and forms carry a handful of short fields.
+    api_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    # Rates in the `limits` notation: "20/minute", "5 per hour", "100/day".
+    checkout_per_ip: str = "20/minute"
+    checkout_per_email: str = "5/minute"
+    license_per_ip: str = "60/minute"
+    license_per_key: str = "60/minute"
+    recover_per_ip: str = "10/hour"
+    recover_per_email: str = "3/hour"
+
+    _check_rates = field_validator(
+        "checkout_per_ip",
+        "checkout_per_email",
+        "license_per_ip",
+        "license_per_key",
+        "recover_per_ip",
+        "recover_per_email",
+    )(_check_rate)
+
+
 class MailSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -231,11 +268,17 @@ class Settings(BaseSettings):
     mail_dir: Path | None = None
     # Orders stuck in created/pending this long are re-checked with the provider.
     reconcile_after_minutes: int = Field(default=15, ge=1)
+    # Origins (scheme://host[:port]) of the seller's own sites: CORS for /purchase-options,
+    # the JSON checkout and the embed script, and the Origin check on form posts.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Shared rate-limit budget for several workers/hosts; unset = in-process memory.
+    redis_url: str | None = None
     stripe: StripeSettings = StripeSettings()
     btcpay: BtcpaySettings = BtcpaySettings()
     smtp: SmtpSettings = SmtpSettings()
     license: LicenseSettings = LicenseSettings()
     mail: MailSettings = MailSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     _provider_status: dict[str, tuple[bool, str]] = PrivateAttr(default_factory=dict)
 

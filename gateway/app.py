@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from config.catalog import Catalog, load_catalog
@@ -15,6 +16,7 @@ from config.settings import Settings, load_settings
 from gateway import db
 from gateway.apply import Applier
 from gateway.errors import handlers
+from gateway.guards import BodyLimitMiddleware, RateLimiter
 from gateway.health import healthz, readyz
 from gateway.mailer import Mailer
 from gateway.orders import order_status
@@ -55,6 +57,7 @@ def create_app(
         applier=Applier(
             catalog, public_url=settings.public_url, help_url=settings.license.activation_help_url
         ),
+        limiter=RateLimiter(settings.limits, settings.redis_url),
     )
     state.purchase_options = render_purchase_options(settings, catalog, active)
 
@@ -77,6 +80,7 @@ def create_app(
                     await asyncio.wait_for(sender, timeout=settings.smtp.timeout_seconds)
                 except TimeoutError:
                     log.warning("outbox mailer did not stop in time; cancelled")
+            await state.limiter.aclose()
             if owns_providers:
                 for provider in active.values():
                     await provider.aclose()
@@ -90,6 +94,15 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers())
+    middleware = [
+        Middleware(
+            BodyLimitMiddleware,
+            webhook_bytes=settings.limits.webhook_body_bytes,
+            api_bytes=settings.limits.api_body_bytes,
+        )
+    ]
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers=handlers(), middleware=middleware
+    )
     app.state.gateway = state
     return app

@@ -36,6 +36,7 @@ from gateway.models import (
 from providers.events import (
     ActionableEvent,
     PaymentFailed,
+    PaymentNeedsReview,
     PaymentPending,
     PaymentReversed,
     PaymentSettled,
@@ -55,18 +56,21 @@ _FROM = {
         OrderStatus.FAILED,
         OrderStatus.SETTLED,
     },
+    PaymentNeedsReview: {OrderStatus.CREATED, OrderStatus.PENDING, OrderStatus.FAILED},
 }
 _TO = {
     PaymentPending: OrderStatus.PENDING,
     PaymentSettled: OrderStatus.SETTLED,
     PaymentFailed: OrderStatus.FAILED,
     PaymentReversed: OrderStatus.REVERSED,
+    PaymentNeedsReview: OrderStatus.NEEDS_REVIEW,
 }
 _KIND = {
     PaymentPending: "pending",
     PaymentSettled: "settled",
     PaymentFailed: "failed",
     PaymentReversed: "reversed",
+    PaymentNeedsReview: "needs_review",
 }
 
 

@@ -3,6 +3,8 @@
 GatewayError(status, code)            -> {"error": code, "detail": text}
 ├── NotFound                  404
 ├── InvalidRequest            422   (names the field)
+├── PayloadTooLarge           413
+├── TooManyRequests           429   (with Retry-After)
 └── ServiceUnavailable        503
 Provider errors (providers/errors.py) and database outages are mapped in `handlers()`.
 """
@@ -38,6 +40,8 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.extra = extra
+        # Response headers that belong to the error (Retry-After on 429).
+        self.headers: dict[str, str] = {}
 
 
 class NotFound(GatewayError):
@@ -48,6 +52,20 @@ class NotFound(GatewayError):
 class InvalidRequest(GatewayError):
     status_code = 422
     code = "invalid_request"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(GatewayError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.headers = {"retry-after": str(retry_after)}
 
 
 class ServiceUnavailable(GatewayError):
@@ -61,7 +79,9 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONRes
 
 async def _gateway_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc.status_code, exc.code, exc.detail, **exc.extra)
+    response = error_response(exc.status_code, exc.code, exc.detail, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

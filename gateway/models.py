@@ -19,6 +19,8 @@ class OrderStatus(StrEnum):
     SETTLED = "settled"
     FAILED = "failed"
     REVERSED = "reversed"
+    # Money arrived that a human must judge (late payment under the review policy, ...).
+    NEEDS_REVIEW = "needs_review"
 
 
 class InboxOutcome(StrEnum):

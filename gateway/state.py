@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.apply import Applier
+from gateway.guards import RateLimiter
 from providers.base import PaymentProvider
 from providers.events import ProviderName
 
@@ -17,6 +18,7 @@ class AppState:
     catalog: Catalog
     providers: dict[ProviderName, PaymentProvider]
     applier: Applier
+    limiter: RateLimiter
     # Pre-rendered /purchase-options bodies, one per product: the catalog and the provider
     # set are fixed for the life of the process, so the hot path only writes bytes.
     purchase_options: dict[str, bytes] = field(default_factory=dict)

@@ -64,6 +64,16 @@ class PaymentReversed(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentNeedsReview(_Event):
+    """Money arrived that a human must judge before anything is issued (e.g. a full payment
+    after expiry under the `review` policy, or one whose finality the API cannot show)."""
+
+    reason: str
+    amount_minor: int | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ignored:
     """A verified event we deliberately do not act on; answered 2xx, not stored."""
 
@@ -72,5 +82,7 @@ class Ignored:
     provider_ref: str | None = None
 
 
-PaymentEvent = PaymentPending | PaymentSettled | PaymentFailed | PaymentReversed | Ignored
-ActionableEvent = PaymentPending | PaymentSettled | PaymentFailed | PaymentReversed
+ActionableEvent = (
+    PaymentPending | PaymentSettled | PaymentFailed | PaymentReversed | PaymentNeedsReview
+)
+PaymentEvent = ActionableEvent | Ignored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sqlite3
@@ -407,16 +408,17 @@ def test_review_cli_lists_parked_events_with_order_provider_reason_and_time(
     monkeypatch.setenv("GATEWAY_DATABASE_URL", db_url)
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path / "data"))
 
+    assert main(["review", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
     assert main(["review"]) == 0
+    table = capsys.readouterr().out
 
-    out = capsys.readouterr().out
-    [row] = [line for line in out.splitlines() if short_id in line]
-    received, provider, order_id, kind, _, reason = row.split("\t")
-    assert (provider, order_id, kind) == ("stripe", short_id, "settled")
-    assert reason.startswith("paid 998 USD")
-    assert received.startswith("20")
-    assert good_id not in out
-    assert "1 parked event(s)" in out
+    [row] = rows
+    assert (row["provider"], row["order_id"], row["kind"]) == ("stripe", short_id, "settled")
+    assert row["reason"].startswith("paid 998 USD")
+    assert row["received_at"].startswith("20")
+    assert good_id not in table
+    assert "1 parked event(s)" in table
 
 
 class _FlakyProvider(FakeProvider):
