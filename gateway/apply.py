@@ -197,6 +197,9 @@ class Applier:
         if event.payment_ref and not order.payment_ref:
             order.payment_ref = event.payment_ref
             update.append("payment_ref")
+        if isinstance(event, PaymentPending) and event.amount_paid_minor is not None:
+            order.paid_minor = event.amount_paid_minor
+            update.append("paid_minor")
         if order.provider_ref is None and not isinstance(event, PaymentReversed):
             order.provider_ref = event.provider_ref
             update.append("provider_ref")

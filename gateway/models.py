@@ -49,6 +49,8 @@ class Order(Model):
     provider_ref = fields.CharField(max_length=255, null=True)
     payment_ref = fields.CharField(max_length=255, null=True, db_index=True)
     buyer_email = fields.CharField(max_length=320)
+    # Paid so far while not settled (a partial bitcoin payment), in minor units.
+    paid_minor = fields.BigIntField(null=True)
     status = fields.CharEnumField(OrderStatus, max_length=16, default=OrderStatus.CREATED)
     # Capability token for GET /orders/{id}?token=. Kept in clear: it guards the same rows
     # the license key sits in, so hashing it would protect nothing; an idempotent checkout

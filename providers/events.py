@@ -34,9 +34,13 @@ class _Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentPending(_Event):
-    """Payment seen but not final (unconfirmed on-chain, delayed card method)."""
+    """Payment seen but not final (unconfirmed on-chain, delayed card method), or only part
+    of the price paid so far."""
 
     detail: str = ""
+    # What the provider has seen paid so far, when it says (a partial bitcoin payment), so
+    # the buyer can be told how much is still due.
+    amount_paid_minor: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +84,9 @@ class Ignored:
     provider: ProviderName
     reason: str
     provider_ref: str | None = None
+    # The event was genuine but the provider could not back it yet (an instant payment that
+    # BTCPay has not marked PaidLate yet): the gateway re-checks the order soon.
+    recheck_soon: bool = False
 
 
 ActionableEvent = (
