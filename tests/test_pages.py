@@ -32,7 +32,7 @@ def two_provider_app(
     app = create_app(
         settings_factory(database_url=db_url, **settings),
         catalog=catalog,
-        providers=dict(fakes),  # type: ignore[arg-type]
+        providers=dict(fakes),
         run_migrations=False,
         run_mailer=False,
     )
