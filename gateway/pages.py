@@ -71,9 +71,13 @@ def _chooser(
     error_field: str | None = None,
     status_code: int = 200,
     headers: dict[str, str] | None = None,
+    preferred: str | None = None,
 ) -> Response:
     doc: dict[str, Any] = json.loads(state.purchase_options[product_id])
     product = doc["product"]
+    if preferred:
+        # The embed's button for one provider opens the chooser with that provider first.
+        doc["options"].sort(key=lambda option: option["provider"] != preferred)
     return render(
         "buy.html",
         state.settings,
@@ -93,7 +97,7 @@ async def buy_page(request: Request) -> Response:
     product_id = request.path_params["product"]
     if product_id not in state.purchase_options:
         return _not_found(state)
-    return _chooser(state, product_id)
+    return _chooser(state, product_id, preferred=request.query_params.get("provider"))
 
 
 async def buy_submit(request: Request) -> Response:

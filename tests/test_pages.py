@@ -63,6 +63,15 @@ async def test_chooser_shows_product_price_tier_and_one_button_per_provider(
     assert page.headers["referrer-policy"] == "same-origin"
 
 
+async def test_chooser_puts_the_provider_picked_in_the_embed_first(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    app, _ = two_provider_app(db_url, settings_factory, catalog)
+    async with running(app) as client:
+        page = await client.get("/buy/pro?provider=stripe")
+    assert re.findall(r'name="provider" value="(\w+)"', page.text) == ["stripe", "btcpay"]
+
+
 async def test_chooser_without_providers_says_so(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
