@@ -17,6 +17,7 @@ import logging
 from datetime import UTC, datetime
 from html import escape
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from tortoise.exceptions import IntegrityError
@@ -88,9 +89,19 @@ async def recover_submit(request: Request) -> Response:
             f"{exc.extra['retry_after']} seconds and try again.",
             done=False,
         )
-    await queue_recovery_email(state, email)
-    # Identical for known and unknown addresses (no enumeration).
-    return render("recover.html", settings, headers=FORM_HEADERS, email=email, done=True)
+    # Identical for known and unknown addresses (no enumeration); the look-up and the outbox
+    # write run after the answer is sent, so its timing does not tell them apart either.
+    response = render("recover.html", settings, headers=FORM_HEADERS, email=email, done=True)
+    response.background = BackgroundTask(_queue_logged, state, email)
+    return response
+
+
+async def _queue_logged(state: AppState, email: str) -> None:
+    try:
+        await queue_recovery_email(state, email)
+    except Exception:
+        # The buyer already has the answer; the operator gets the cause, the buyer can retry.
+        log.exception("recovery email could not be queued")
 
 
 async def queue_recovery_email(state: AppState, email: str) -> bool:
