@@ -175,11 +175,18 @@ async def render_status_page(order: Order, state: AppState, *, cancelled: bool) 
         emailed = mail is not None and mail.status == EmailStatus.SENT
     product = state.catalog.get(order.product_id)
     instructions = settings.shop.activation_instructions
+    view = _view(order, lic, settings, cancelled=cancelled)
+    # "1": poll the JSON for a new state; "email": the state is final but the key's email is
+    # still queued, so re-fetch the page (the JSON does not carry the mail state) until the
+    # page can say it was sent; "0": nothing left to wait for.
+    active = lic is not None and lic.status == LicenseStatus.ACTIVE
+    poll_mode = "1" if view.poll else ("email" if active and not emailed else "0")
     return render(
         "status.html",
         settings,
         headers=NO_STORE,
-        view=_view(order, lic, settings, cancelled=cancelled),
+        view=view,
+        poll_mode=poll_mode,
         order=order,
         license=lic,
         emailed=emailed,

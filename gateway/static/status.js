@@ -1,6 +1,7 @@
 // Order status page: polls the order's JSON (same URL, Accept: application/json) and, when
 // it changes, swaps in the re-rendered page body without a full reload. Stops at a final
-// state (data-poll="0"). Also the "Copy key" button. No inline script: the CSP forbids it.
+// state (data-poll="0"); data-poll="email" re-fetches the page until the key's email is
+// sent. Also the "Copy key" button. No inline script: the CSP forbids it.
 (function () {
   "use strict";
   var POLL_MS = 3000;
@@ -28,8 +29,16 @@
 
   function poll() {
     var current = main();
-    if (!current || current.getAttribute("data-poll") !== "1" || polls >= MAX_POLLS) { return; }
+    var mode = current ? current.getAttribute("data-poll") : "0";
+    if (polls >= MAX_POLLS || (mode !== "1" && mode !== "email")) { return; }
     polls += 1;
+    if (mode === "email") {
+      // Paid, key shown; only the "we emailed it" line can still change.
+      refreshPage()
+        .catch(function () { /* next round retries */ })
+        .then(function () { window.setTimeout(poll, POLL_MS); });
+      return;
+    }
     fetch(window.location.href, { headers: { Accept: "application/json" }, cache: "no-store" })
       .then(function (resp) { return resp.ok ? resp.text() : null; })
       .then(function (text) {
