@@ -251,6 +251,10 @@ def test_chooser_shows_both_buttons_explains_a_bad_email_and_is_accessible(
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Pay with Card"
 
+    page.set_viewport_size({"width": 1280, "height": 900})
+    shot(page, "chooser-desktop")
+    page.set_viewport_size({"width": 420, "height": 900})
+
     page.get_by_label("Your email address").fill("not an email")
     page.get_by_role("button", name="Pay with Card").click()
     page.wait_for_selector("[role=alert]")
@@ -453,3 +457,16 @@ def test_lost_key_form_emails_a_known_buyer_and_answers_the_same_for_strangers(
     stranger = page.inner_text("[role=status]")
     assert known.replace("forgetful", "X") == stranger.replace("stranger", "X")
     assert watched.problems == []
+
+
+def test_the_console_watch_catches_a_csp_violation(watched: Watched, stack: Stack) -> None:
+    # The "no CSP violations" checks above could pass by not listening: prove they listen.
+    page = watched.page
+    page.goto(f"{stack.gateway}/buy/pro")
+    page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.__ran = 1'; document.head.appendChild(s); }"
+    )
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__ran") is None  # the CSP blocked the inline script
+    assert any("Content Security Policy" in p for p in watched.problems), watched.problems
