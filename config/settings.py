@@ -162,6 +162,29 @@ class LicenseSettings(BaseModel):
     activation_help_url: str | None = None
 
 
+class ShopSettings(BaseModel):
+    """The seller as the buyer sees them on the gateway's pages and emails."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="Our shop", min_length=1, max_length=120)
+    # Link back to the seller's site from every buyer page; None hides the link.
+    url: str | None = None
+    contact_email: str | None = None
+    # Shown under the license key on the thank-you page (plain text, blank lines = paragraphs).
+    activation_instructions: str = (
+        "Open the app, choose Activate license and paste the key. "
+        "The key works on as many machines at once as your plan's seats."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 def _check_rate(value: str) -> str:
     from limits import parse
 
@@ -279,6 +302,7 @@ class Settings(BaseSettings):
     license: LicenseSettings = LicenseSettings()
     mail: MailSettings = MailSettings()
     limits: LimitsSettings = LimitsSettings()
+    shop: ShopSettings = ShopSettings()
 
     _provider_status: dict[str, tuple[bool, str]] = PrivateAttr(default_factory=dict)
 

@@ -9,18 +9,23 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from config.catalog import Catalog, load_catalog
 from config.settings import Settings, load_settings
 from gateway import db
 from gateway.apply import Applier
+from gateway.cors import ScopedCORSMiddleware
 from gateway.errors import handlers
 from gateway.guards import BodyLimitMiddleware, RateLimiter
 from gateway.health import healthz, readyz
 from gateway.mailer import Mailer
 from gateway.orders import order_status
+from gateway.pages import buy_page, buy_submit
 from gateway.purchase import checkout, purchase_options, render_purchase_options
+from gateway.recover import recover_page, recover_submit
+from gateway.security import SecurityHeadersMiddleware, content_security_policy
 from gateway.state import AppState
 from gateway.webhooks import webhook
 from providers.base import PaymentProvider
@@ -93,13 +98,21 @@ def create_app(
         Route("/orders/{order_id}", order_status, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/buy/{product}", buy_page, methods=["GET"]),
+        Route("/buy/{product}", buy_submit, methods=["POST"]),
+        Route("/licenses/recover", recover_page, methods=["GET"]),
+        Route("/licenses/recover", recover_submit, methods=["POST"]),
+        Mount("/static", StaticFiles(packages=[("gateway", "static")]), name="static"),
     ]
     middleware = [
+        # Outermost, so every answer (413s and error pages included) carries the headers.
+        Middleware(SecurityHeadersMiddleware, csp=content_security_policy(settings)),
+        Middleware(ScopedCORSMiddleware, origins=settings.allowed_origins),
         Middleware(
             BodyLimitMiddleware,
             webhook_bytes=settings.limits.webhook_body_bytes,
             api_bytes=settings.limits.api_body_bytes,
-        )
+        ),
     ]
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers=handlers(), middleware=middleware

@@ -178,7 +178,8 @@ async def _start_checkout(
         currency=order.currency,
         buyer_email=order.buyer_email,
         success_url=status_url,
-        cancel_url=status_url,
+        # The status page offers "payment cancelled, try again" instead of "waiting".
+        cancel_url=f"{status_url}&cancelled=1",
         notification_url=f"{base}/webhooks/{provider.name.value}",
         idempotency_key=f"checkout:{order.id}",
         # Anything time-derived in the provider request (Stripe's expires_at) must come

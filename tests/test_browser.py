@@ -68,7 +68,7 @@ def test_buyer_pays_by_card_and_sees_the_license_key(tmp_path: Path) -> None:
         finally:
             browser.close()
 
-    assert "Paid, thank you" in text
+    assert "Paid by card: thank you!" in text
     assert "Local AI Studio Pro" in text
     assert KEY.search(text), text
-    assert "active" in text
+    assert "Active" in text

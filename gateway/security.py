@@ -1,0 +1,106 @@
+"""Security headers on every answer, in one place, and the Origin check for our forms.
+
+`SecurityHeadersMiddleware` (pure ASGI) adds to every HTML answer a strict
+Content-Security-Policy (no inline script or style, no framing, forms may post only to us
+and to the payment providers' hosted pages) and to every answer `X-Content-Type-Options:
+nosniff` and `Referrer-Policy: no-referrer`: the status page URL carries the token that
+guards the license key, so no page may leak its URL to another site. A page without a token
+in its URL may set its own Referrer-Policy (the chooser and the lost-key form use
+`same-origin`, because under `no-referrer` Chrome sends `Origin: null` on form posts and a
+same-origin post could not be told from a forged one).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config.settings import Settings
+
+STRIPE_DEFAULT_API = "https://api.stripe.com"
+STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of an absolute http(s) URL, else None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def provider_origins(settings: Settings) -> list[str]:
+    """Where a checkout form may be redirected to: each configured provider's hosted page.
+
+    Chrome enforces `form-action` on the redirect after a form post, so the provider's
+    origin must be listed or the buyer is stuck on our page.
+    """
+    origins: list[str] = []
+    if settings.stripe.api_base.rstrip("/") == STRIPE_DEFAULT_API:
+        origins.append(STRIPE_CHECKOUT_ORIGIN)
+    elif (stripe := origin_of(settings.stripe.api_base)) is not None:
+        origins.append(stripe)  # a local fake serves its payment page itself
+    if settings.btcpay.url and (btcpay := origin_of(settings.btcpay.url)) is not None:
+        origins.append(btcpay)
+    return list(dict.fromkeys(origins))
+
+
+def content_security_policy(settings: Settings) -> str:
+    form_action = " ".join(["'self'", *provider_origins(settings)])
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self'; form-action {form_action}; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    )
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers to every HTTP answer (CSP only to HTML answers)."""
+
+    def __init__(self, app: ASGIApp, *, csp: str) -> None:
+        self.app = app
+        self.csp = csp.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                content_type = next(
+                    (value for name, value in headers if name.lower() == b"content-type"), b""
+                )
+                extra = [(b"x-content-type-options", b"nosniff")]
+                if b"referrer-policy" not in present:
+                    extra.append((b"referrer-policy", b"no-referrer"))
+                if content_type.lower().startswith(b"text/html"):
+                    extra.append((b"content-security-policy", self.csp))
+                    extra.append((b"x-frame-options", b"DENY"))
+                message = {**message, "headers": headers + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def form_origin_ok(request: Request, settings: Settings) -> bool:
+    """A form post came from our own pages or from a seller site listed in settings.
+
+    Browsers send `Origin` on every POST; `Referer` is the fallback for old ones. A request
+    with neither is not a browser's cross-site post (no CSRF risk) and passes.
+    """
+    allowed = {
+        origin_of(settings.public_url),
+        *(o.rstrip("/").lower() for o in settings.allowed_origins),
+    }
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin.rstrip("/").lower() in allowed
+    referer = request.headers.get("referer")
+    if referer is not None:
+        return origin_of(referer) in allowed
+    return True
