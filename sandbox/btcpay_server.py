@@ -80,6 +80,7 @@ class FakeBTCPay(BTCPayState):
     def _build_app(self) -> Starlette:
         return Starlette(
             routes=[
+                Route("/api/v1/stores/{store_id}", self._gf_store, methods=["GET"]),
                 Route("/api/v1/stores/{store_id}/invoices", self._gf_create, methods=["POST"]),
                 Route(
                     "/api/v1/stores/{store_id}/invoices/{invoice_id}",
@@ -120,6 +121,12 @@ class FakeBTCPay(BTCPayState):
                 status_code=403,
             )
         return None
+
+    async def _gf_store(self, request: Request) -> Response:
+        # What `checkout-gateway check-config` reads to prove the key works for the store.
+        if (early := await self._gate(request)) or (early := self._gf_auth(request)):
+            return early
+        return JSONResponse({"id": self.store_id, "name": "Fake store", "archived": False})
 
     async def _gf_create(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._gf_auth(request)):
@@ -257,9 +264,13 @@ class FakeBTCPay(BTCPayState):
         if invoice_id not in self.invoices or action is None:
             return JSONResponse({"error": "unknown invoice or action"}, status_code=404)
         deliveries = action(self, invoice_id)
-        await self.post_deliveries(deliveries)
+        # `?deliver=0` changes the invoice only; `checkout-gateway simulate --sandbox` then
+        # sends its own signed webhook.
+        deliver = request.query_params.get("deliver") != "0"
+        if deliver:
+            await self.post_deliveries(deliveries)
         invoice = self.invoices[invoice_id]
-        if invoice.notification_url:
+        if deliver and invoice.notification_url:
             await self._post_ipn(invoice)
         if "text/html" in request.headers.get("accept", ""):
             return RedirectResponse(f"/i/{invoice_id}", status_code=303)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -24,7 +25,7 @@ def settings_and_logging(**overrides: Any) -> Settings:
     from gateway.logs import setup_logging
 
     settings = load_settings(**overrides)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -79,3 +80,22 @@ def emit_object(doc: dict[str, Any], *, as_json: bool) -> None:
     width = max((len(k) for k in doc), default=0)
     for key, value in doc.items():
         click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+def parse_since(value: str) -> datetime:
+    """`--since`: an ISO date/time (UTC unless it says otherwise) or an age: 30m, 24h, 7d."""
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is neither a date (2026-11-01, 2026-11-01T12:00) nor an age (30m, 24h, 7d)"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
