@@ -66,10 +66,15 @@ def emit_table(
 
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column)
+        # Fold, never elide: operators copy ids and addresses out of these tables.
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console(soft_wrap=True).print(table)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        # Piped or captured (grep, less, a test): no terminal width to fit, keep rows whole.
+        console = Console(soft_wrap=True, width=400)
+    console.print(table)
 
 
 def emit_object(doc: dict[str, Any], *, as_json: bool) -> None:
