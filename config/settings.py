@@ -266,6 +266,9 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="forbid",
+        # One .env serves docker-compose too (POSTGRES_PASSWORD, SERVE_WORKERS): only
+        # GATEWAY_ lines are ours, and an unknown GATEWAY_ line is still an error.
+        dotenv_filtering="match_prefix",
     )
 
     config_file: Path | None = DEFAULT_CONFIG_FILE
