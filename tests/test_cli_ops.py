@@ -315,3 +315,33 @@ def test_licenses_comp_issues_a_working_license_without_payment(
     assert page["status"] == "settled"
     mails = [p.read_text() for p in Path(env["GATEWAY_MAIL_DIR"]).glob("*.eml")]
     assert any(doc["key"] in m for m in mails)
+
+
+def test_orders_list_stuck_includes_a_parked_underpaid_settle(
+    env: dict[str, str],
+    seeded: Seeded,
+    settings_factory: Callable[..., Settings],
+    catalog: Catalog,
+) -> None:
+    # given an order whose settle paid too little (parked for review, nothing issued)
+    async def underpaid() -> str:
+        order = await new_order(catalog)
+        await Applier(catalog, public_url="http://gateway.test").apply(
+            PaymentSettled(
+                provider=ProviderName.STRIPE,
+                provider_ref=str(order.provider_ref),
+                order_id=order.id,
+                dedupe_key=f"evt_short_{order.id}",
+                occurred_at=datetime.now(UTC),
+                amount_minor=order.amount_minor - 1,
+                currency=order.currency,
+            ),
+            b"{}",
+        )
+        return order.id
+
+    parked = _in_db(env, settings_factory, underpaid)
+
+    stuck = run_json(env, "orders", "list", "--stuck")
+
+    assert {o["id"] for o in stuck} == {seeded.pending, parked}

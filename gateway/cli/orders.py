@@ -50,7 +50,7 @@ def orders_list(
     """List orders, newest first."""
     from tortoise.expressions import Q
 
-    from gateway.models import InboxEvent, Order, OrderStatus
+    from gateway.models import InboxEvent, InboxOutcome, Order, OrderStatus
 
     settings = settings_and_logging()
     since_at = parse_since(since) if since else None
@@ -66,14 +66,16 @@ def orders_list(
         if since_at:
             query = query.filter(created_at__gte=since_at)
         if stuck:
-            # A settle the gateway saw but did not apply (parked, or ignored as not yet
-            # backed by the provider) leaves the order unsettled with an inbox row of kind
-            # "settled"; pending / needs_review orders have money in flight.
-            settle_seen = await InboxEvent.filter(kind="settled").values_list("order_id", flat=True)
+            # A settle the gateway parked (amount/currency mismatch, ...) leaves the order
+            # unsettled with an inbox row of kind "settled"; pending / needs_review orders
+            # have money in flight; paid_minor > 0 is a partial payment.
+            settle_parked = await InboxEvent.filter(
+                kind="settled", outcome=InboxOutcome.PARKED
+            ).values_list("order_id", flat=True)
             query = query.filter(
                 Q(status__in=[OrderStatus.PENDING, OrderStatus.NEEDS_REVIEW])
                 | Q(paid_minor__gt=0, status__in=[OrderStatus.CREATED, OrderStatus.FAILED])
-                | Q(id__in=[i for i in settle_seen if i], status__not=OrderStatus.SETTLED)
+                | Q(id__in=[i for i in settle_parked if i], status__not=OrderStatus.SETTLED)
             ).exclude(status=OrderStatus.REVERSED)
         rows = await query.order_by("-created_at", "-id").limit(limit)
         return [_row(order) for order in rows]
