@@ -80,8 +80,8 @@ class FakeBTCPay(BTCPayState):
     def _build_app(self) -> Starlette:
         return Starlette(
             routes=[
-                Route("/api/v1/stores/{store_id}", self._gf_store, methods=["GET"]),
                 Route("/api/v1/stores/{store_id}/invoices", self._gf_create, methods=["POST"]),
+                Route("/api/v1/stores/{store_id}/invoices", self._gf_list, methods=["GET"]),
                 Route(
                     "/api/v1/stores/{store_id}/invoices/{invoice_id}",
                     self._gf_get,
@@ -122,11 +122,14 @@ class FakeBTCPay(BTCPayState):
             )
         return None
 
-    async def _gf_store(self, request: Request) -> Response:
-        # What `checkout-gateway check-config` reads to prove the key works for the store.
+    async def _gf_list(self, request: Request) -> Response:
+        # `checkout-gateway check-config` reads `?take=1`: needs only canviewinvoices.
         if (early := await self._gate(request)) or (early := self._gf_auth(request)):
             return early
-        return JSONResponse({"id": self.store_id, "name": "Fake store", "archived": False})
+        raw = request.query_params.get("take", "")
+        take = int(raw) if raw.isdigit() else len(self.invoices)
+        newest = list(reversed(self.invoices.values()))[:take]
+        return JSONResponse([invoice.greenfield(self._base()) for invoice in newest])
 
     async def _gf_create(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._gf_auth(request)):

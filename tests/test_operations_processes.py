@@ -117,6 +117,9 @@ def test_two_workers_on_postgres_sell_count_and_log_json(pg_url: str, tmp_path: 
             ]
             scrapes = [httpx.get(f"{base}/metrics", timeout=10).text for _ in range(6)]
             orders = [_order(o["status_url"]) for o in (paid, simulated, expired)]
+            page = httpx.get(
+                simulated["status_url"], headers={"accept": "text/html"}, timeout=10
+            ).text
     finally:
         stripe_server.stop()
 
@@ -129,6 +132,7 @@ def test_two_workers_on_postgres_sell_count_and_log_json(pg_url: str, tmp_path: 
     assert orders[0]["license"]["status"] == "revoked"
     simulated_key = orders[1]["license"]["key"]
     assert re.fullmatch(r"[2-9A-Z]{4}(-[2-9A-Z]{4}){3}", simulated_key)
+    assert simulated_key in page  # the buyer's order page shows the key
     assert forged == [400] * 6
 
     # every scrape, whichever worker answers, shows the sum over both workers

@@ -2,7 +2,9 @@
 
 Each enabled provider is pinged with one harmless authenticated read, so a refused key or an
 unreachable server shows up now, not at the first buyer's checkout:
-Stripe `GET /v1/checkout/sessions?limit=1`, BTCPay Greenfield `GET /api/v1/stores/{id}`.
+Stripe `GET /v1/checkout/sessions?limit=1`, BTCPay Greenfield
+`GET /api/v1/stores/{id}/invoices?take=1` (covered by the `canviewinvoices` permission the
+README asks for; `GET /api/v1/stores/{id}` would need store-settings rights too).
 """
 
 from __future__ import annotations
@@ -99,16 +101,16 @@ async def _ping_btcpay(client: httpx.AsyncClient, settings: Settings) -> Check:
     btcpay = settings.btcpay
     assert btcpay.url is not None
     assert btcpay.api_key is not None
-    url = f"{btcpay.url.rstrip('/')}/api/v1/stores/{btcpay.store_id}"
+    url = f"{btcpay.url.rstrip('/')}/api/v1/stores/{btcpay.store_id}/invoices"
     headers = {"authorization": f"token {btcpay.api_key.get_secret_value()}"}
-    response = await _get(client, url, headers)
+    response = await _get(client, url, headers, params={"take": "1"})
     if isinstance(response, httpx.Response) and response.status_code in (403, 404):
         return Check(
             "provider btcpay",
             False,
             f"BTCPay at {btcpay.url} answered {response.status_code} for store "
             f"{btcpay.store_id}: check {env_name('btcpay', 'store_id')} and that the API key "
-            "has the store's permissions",
+            "has btcpay.store.canviewinvoices on that store",
         )
     return _verdict(
         "provider btcpay", response, where=btcpay.url, key_var=env_name("btcpay", "api_key")
