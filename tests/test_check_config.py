@@ -179,3 +179,27 @@ def test_unreachable_database_fails(env: dict[str, str]) -> None:
     assert text.exit_code == 1
     assert by_name(doc)["database"]["ok"] is False
     assert "FAIL  database" in text.stdout
+
+
+def test_half_configured_auto_provider_fails_naming_what_is_missing(env: dict[str, str]) -> None:
+    env["GATEWAY_STRIPE__ENABLED"] = "auto"
+    del env["GATEWAY_STRIPE__WEBHOOK_SECRET"]
+
+    text, doc = check(env)
+
+    assert text.exit_code == 1
+    stripe = by_name(doc)["provider stripe"]
+    assert stripe["ok"] is False
+    assert "GATEWAY_STRIPE__WEBHOOK_SECRET not set" in stripe["detail"]
+
+
+def test_provider_off_with_nothing_configured_is_fine(env: dict[str, str]) -> None:
+    env["GATEWAY_BTCPAY__ENABLED"] = "auto"
+    for name in ("URL", "STORE_ID", "API_KEY", "WEBHOOK_SECRET"):
+        del env[f"GATEWAY_BTCPAY__{name}"]
+
+    text, doc = check(env)
+
+    assert text.exit_code == 0, text.output
+    assert by_name(doc)["provider btcpay"]["ok"] is True
+    assert "disabled" in by_name(doc)["provider btcpay"]["detail"]

@@ -72,7 +72,9 @@ async def ping_providers(
         for name, (active, reason) in settings.provider_status.items():
             if not active:
                 if include_disabled:
-                    checks.append(Check(f"provider {name}", True, reason))
+                    # Half configured under "auto" is almost always a forgotten variable.
+                    partial = _partially_configured(settings, name)
+                    checks.append(Check(f"provider {name}", not partial, reason))
             elif name == "stripe":
                 checks.append(await _ping_stripe(client, settings))
             elif settings.btcpay.mode == "legacy":
@@ -82,6 +84,16 @@ async def ping_providers(
             else:
                 checks.append(await _ping_btcpay(client, settings))
     return checks
+
+
+def _partially_configured(settings: Settings, name: str) -> bool:
+    if name == "stripe":
+        missing, total = settings.stripe.missing(), 2
+    elif settings.btcpay.mode == "greenfield":
+        missing, total = settings.btcpay.missing(settings.data_dir), 4
+    else:
+        return False
+    return 0 < len(missing) < total
 
 
 async def _ping_stripe(client: httpx.AsyncClient, settings: Settings) -> Check:
