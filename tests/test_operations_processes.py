@@ -185,12 +185,14 @@ def test_simulate_btcpay_settles_through_the_sandbox_and_explains_a_real_refusal
         GATEWAY_BTCPAY__API_KEY="fake-btcpay-api-key",
         GATEWAY_BTCPAY__WEBHOOK_SECRET="fake-btcpay-whsec",
     )
-    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-mailer"]
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-mailer", "--proxy-headers"]
     try:
         with Process(
             [PYTHON, "-m", "gateway", *serve], log=tmp_path / "gw.log", cwd=tmp_path, env=env
         ) as gw:
             gw.wait_http(f"{base}/readyz")
+            # behind a proxy on 127.0.0.1 (trusted by default), the client is the forwarded one
+            httpx.get(f"{base}/healthz", headers={"x-forwarded-for": "203.0.113.7"}, timeout=5)
             sandboxed = _checkout(base, "btcpay")
             unpaid = _checkout(base, "btcpay")
             settle = _cli(
@@ -203,6 +205,7 @@ def test_simulate_btcpay_settles_through_the_sandbox_and_explains_a_real_refusal
         btcpay_server.stop()
 
     assert settle.returncode == 0, settle.stdout + settle.stderr
+    assert '203.0.113.7:0 - "GET /healthz' in gw.log()
     assert orders[0]["status"] == "settled"
     assert orders[0]["license"]["key"]
     # a real BTCPay (here: the fake, untouched) says the invoice is not paid: nothing issued
