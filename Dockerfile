@@ -1,13 +1,33 @@
+# checkout-gateway: slim, non-root; `migrate` then `serve`. Built by docker-compose.yml.
 FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
 WORKDIR /app
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY pyproject.toml README.md LICENSE ./
 COPY config ./config
 COPY providers ./providers
 COPY gateway ./gateway
-RUN pip install --no-cache-dir . && useradd --system --home /app gateway \
-    && mkdir -p /data && chown gateway /data
+COPY sandbox ./sandbox
+RUN pip install . \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin gateway \
+    && mkdir -p /data \
+    && chown gateway /data
+
 USER gateway
-ENV GATEWAY_DATA_DIR=/data
+ENV GATEWAY_DATA_DIR=/data \
+    GATEWAY_CONFIG_FILE=/app/config/gateway.toml \
+    GATEWAY_PRODUCTS_FILE=/app/config/products.toml
+VOLUME ["/data"]
 EXPOSE 8000
-CMD ["checkout-gateway", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"]
+
+# SERVE_WORKERS / FORWARDED_ALLOW_IPS are not GATEWAY_ settings (see .env.example).
+# Proxy headers are trusted because the published port is meant for the host's reverse
+# proxy only (docker-compose.yml binds it to 127.0.0.1).
+CMD ["sh", "-c", "checkout-gateway migrate && exec checkout-gateway serve --host 0.0.0.0 --port 8000 --workers \"${SERVE_WORKERS:-2}\" --proxy-headers --forwarded-allow-ips \"${FORWARDED_ALLOW_IPS:-*}\""]

@@ -1,7 +1,11 @@
-.PHONY: run test bench
-run:   ## install and run the gateway on SQLite with the sample config
+.PHONY: run sandbox test check-config bench
+run:          ## install and run the gateway on SQLite with the sample config
 	scripts/run
-test:  ## install and run ruff, mypy --strict and the whole test suite (SQLite + PostgreSQL)
+sandbox:      ## install and run fake Stripe + fake BTCPay wired to a local gateway
+	scripts/sandbox
+test:         ## install and run ruff, mypy --strict and the whole test suite (SQLite + PostgreSQL)
 	scripts/test
-bench: ## benchmarks (ratios against in-run baselines)
+check-config: ## check settings, catalog, database and providers (.venv must exist: make run once)
+	.venv/bin/checkout-gateway check-config
+bench:        ## benchmarks (ratios against in-run baselines)
 	.venv/bin/python bench/purchase_options.py && .venv/bin/python bench/settle.py

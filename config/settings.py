@@ -230,6 +230,9 @@ class MailSettings(BaseModel):
     retry_max_seconds: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=20, ge=1)
     batch_size: int = Field(default=20, ge=1)
+    # `serve` runs the outbox sender in-process; off (`serve --no-mailer`) when a separate
+    # `send-mail` process delivers instead.
+    sender_in_serve: bool = True
 
 
 _SECRET_PATHS = (
@@ -239,6 +242,7 @@ _SECRET_PATHS = (
     ("btcpay", "webhook_secret"),
     ("smtp", "password"),
 )
+_TOP_LEVEL_SECRETS = ("metrics_token",)
 
 
 class _OperatorTomlSource(PydanticBaseSettingsSource):
@@ -269,6 +273,12 @@ class _OperatorTomlSource(PydanticBaseSettingsSource):
                     f"{self.path}: {section}.{key}: secrets are read only from the environment "
                     f"or .env ({env_name(section, key)}), never from the config file"
                 )
+        for key in _TOP_LEVEL_SECRETS:
+            if key in data:
+                raise SettingsError(
+                    f"{self.path}: {key}: secrets are read only from the environment "
+                    f"or .env ({env_name(key)}), never from the config file"
+                )
         return data
 
 
@@ -279,6 +289,9 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="forbid",
+        # One .env serves docker-compose too (POSTGRES_PASSWORD, SERVE_WORKERS): only
+        # GATEWAY_ lines are ours, and an unknown GATEWAY_ line is still an error.
+        dotenv_filtering="match_prefix",
     )
 
     config_file: Path | None = DEFAULT_CONFIG_FILE
@@ -287,6 +300,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line (for log shippers); "text" for a terminal.
+    log_format: Literal["text", "json"] = "text"
+    # Bearer token for GET /metrics; unset = /metrics is open (bind it to a private network).
+    metrics_token: SecretStr | None = None
+    # A provider whose every webhook failed its signature check this long: metric + error log.
+    webhook_alarm_minutes: float = Field(default=10.0, gt=0)
     mail_backend: Literal["smtp", "console", "file"] = "console"
     mail_dir: Path | None = None
     # Orders stuck in created/pending this long are re-checked with the provider.
@@ -323,6 +342,8 @@ class Settings(BaseSettings):
         path = Path(raw) if raw not in (None, "") else None
         toml = _OperatorTomlSource(settings_cls, path)
         return (init_settings, env_settings, dotenv_settings, toml)
+
+    _check_metrics_token = field_validator("metrics_token")(_reject_empty_secret)
 
     @field_validator("public_url")
     @classmethod

@@ -20,13 +20,16 @@ from gateway.cors import ScopedCORSMiddleware
 from gateway.errors import handlers
 from gateway.guards import BodyLimitMiddleware, RateLimiter
 from gateway.health import healthz, readyz
+from gateway.instrumented import InstrumentedProvider
 from gateway.mailer import Mailer
+from gateway.metrics import metrics_endpoint
 from gateway.orders import order_status
 from gateway.pages import buy_page, buy_submit
 from gateway.purchase import checkout, purchase_options, render_purchase_options
 from gateway.recover import recover_page, recover_submit
 from gateway.security import SecurityHeadersMiddleware, content_security_policy
 from gateway.state import AppState
+from gateway.webhook_alarm import SignatureAlarm
 from gateway.webhooks import webhook
 from providers.base import PaymentProvider
 from providers.events import ProviderName
@@ -41,20 +44,28 @@ def create_app(
     catalog: Catalog | None = None,
     providers: dict[ProviderName, PaymentProvider] | None = None,
     run_migrations: bool = True,
-    run_mailer: bool = True,
+    run_mailer: bool | None = None,
 ) -> Starlette:
     """Build the app. Settings, catalog and providers are loaded here, once.
 
     Startup errors (bad settings, bad catalog) raise here, before the server listens.
     Tests inject `providers` (fakes) and a `catalog`; `run_mailer=False` keeps the outbox
-    sender loop off so a test can drive `gateway.mailer.Mailer` itself.
+    sender loop off so a test can drive `gateway.mailer.Mailer` itself; by default it follows
+    `mail.sender_in_serve` (`serve --no-mailer`). With no arguments this is the factory that
+    `serve --workers N` hands to uvicorn (`gateway.app:create_app`, one call per worker).
     """
     settings = settings or load_settings()
+    if run_mailer is None:
+        run_mailer = settings.mail.sender_in_serve
     catalog = catalog or load_catalog(settings.products_file)
     for name, (is_on, reason) in settings.provider_status.items():
         log.log(logging.INFO if is_on else logging.WARNING, "provider %s: %s", name, reason)
     owns_providers = providers is None
-    active = providers if providers is not None else build_providers(settings)
+    built = providers if providers is not None else build_providers(settings)
+    # Every call into a provider is counted and timed (gateway_provider_calls_total).
+    active: dict[ProviderName, PaymentProvider] = {
+        name: InstrumentedProvider(provider) for name, provider in built.items()
+    }
     state = AppState(
         settings=settings,
         catalog=catalog,
@@ -103,6 +114,7 @@ def create_app(
         Route("/licenses/recover", recover_page, methods=["GET"]),
         Route("/licenses/recover", recover_submit, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("gateway", "static")]), name="static"),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     middleware = [
         # Outermost, so every answer (413s and error pages included) carries the headers.
@@ -118,4 +130,5 @@ def create_app(
         routes=routes, lifespan=lifespan, exception_handlers=handlers(), middleware=middleware
     )
     app.state.gateway = state
+    app.state.webhook_alarm = SignatureAlarm(settings.webhook_alarm_minutes)
     return app

@@ -1,16 +1,39 @@
-"""Log format: one line per record, with the order id and provider when a record has them."""
+"""Log format: one line per record, with the order id and provider when a record has them.
+
+`GATEWAY_LOG_FORMAT=text` (default) is for a terminal; `json` writes one JSON object per
+line for log shippers. Both pass every message through `redact_keys`, a last line of
+defence: code logs `mask_key(key)`, and a whole license key never reaches a log line.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
-_CONTEXT_FIELDS = ("order_id", "provider", "dedupe_key")
+from gateway.request_context import request_id_var
+
+_CONTEXT_FIELDS = ("order_id", "provider", "event", "dedupe_key")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The shape of gateway.licenses keys (no 0/O/1/I/L).
+_GROUP = "[2-9A-HJKMNP-Z]{4}"
+_KEY = re.compile(rf"\b{_GROUP}-{_GROUP}-{_GROUP}-({_GROUP})\b")
+
+
+def redact_keys(text: str) -> str:
+    """Mask anything shaped like a license key, keeping the first and last group."""
+    return _KEY.sub(lambda m: f"{m.group(0)[:4]}-****-****-{m.group(1)}", text)
 
 
 class ContextFormatter(logging.Formatter):
+    def __init__(self, fmt: str = TEXT_FORMAT, **kwargs: Any) -> None:
+        super().__init__(fmt, **kwargs)
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact_keys(super().format(record))
         context = " ".join(
             f"{name}={getattr(record, name)}"
             for name in _CONTEXT_FIELDS
@@ -19,9 +42,64 @@ class ContextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
-def setup_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: timestamp, level, logger, message and the context."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact_keys(record.getMessage()),
+        }
+        for name in _CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                doc[name] = str(value)
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            doc["request_id"] = request_id
+        if record.exc_info:
+            doc["exception"] = redact_keys(self.formatException(record.exc_info))
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else ContextFormatter()
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(make_formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """`log_config` for uvicorn: each worker process sets up the same format as the CLI,
+    and uvicorn's own loggers (server, access) go through it too."""
+    formatter = (
+        {"()": "gateway.logs.JsonFormatter"}
+        if log_format == "json"
+        else {"()": "gateway.logs.ContextFormatter"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"gateway": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "gateway",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            name: {"handlers": [], "propagate": True, "level": level}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }

@@ -2,31 +2,78 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway import metrics
+from gateway.apply import Result
 from gateway.errors import NotFound
+from gateway.instrumented import outcome_of
 from gateway.state import AppState
-from providers.events import Ignored
+from providers.errors import ProviderError, WebhookSignatureError
+from providers.events import Ignored, PaymentReversed
+
+log = logging.getLogger(__name__)
 
 
 async def webhook(request: Request) -> Response:
+    received = time.perf_counter()
     state: AppState = request.app.state.gateway
     name = request.path_params["provider"]
     provider = state.provider(name)
     if provider is None:
+        # Not the path segment as a label: a client could mint unbounded label values.
+        metrics.WEBHOOKS_REJECTED.labels("unknown", "unknown_provider").inc()
         raise NotFound(f"payment provider {name!r} is not enabled", code="unknown_provider")
+    metrics.WEBHOOKS_RECEIVED.labels(name).inc()
+    alarm = request.app.state.webhook_alarm
     # The exact bytes: signatures are over them, and any re-serialisation breaks them.
     body = await request.body()
-    events = await provider.parse_webhook(body, request.headers)
+    try:
+        events = await provider.parse_webhook(body, request.headers)
+    except ProviderError as exc:
+        # Answered by the error table; counted here, where the provider is known.
+        metrics.WEBHOOKS_REJECTED.labels(name, outcome_of(exc)).inc()
+        if isinstance(exc, WebhookSignatureError):
+            alarm.refused(name)
+        raise
+    alarm.verified(name)
     outcomes: list[dict[str, str | None]] = []
     for event in events:
         if isinstance(event, Ignored):
+            metrics.EVENTS.labels(name, "ignored").inc()
             outcomes.append({"result": "ignored", "detail": event.reason, "order_id": None})
             continue
         # Stored before we answer: a 2xx means the event is durable; a DB failure raises
         # and the error table answers 503 so the provider retries.
         result = await state.applier.apply(event, body)
+        metrics.EVENTS.labels(name, result.result.value).inc()
+        if result.result is Result.DUPLICATE:
+            metrics.WEBHOOK_DUPLICATES.labels(name).inc()
+        if result.license_issued:
+            metrics.LICENSES_ISSUED.labels("webhook").inc()
+            metrics.SETTLE_TO_LICENSE.observe(time.perf_counter() - received)
+        if (
+            isinstance(event, PaymentReversed)
+            and result.result is Result.APPLIED
+            and result.detail.startswith("settled ")
+        ):
+            metrics.LICENSES_REVOKED.labels("reversal").inc()
+        log.info(
+            "webhook event %s for order %s: %s",
+            event.dedupe_key,
+            result.order_id or event.order_id,
+            result.result.value,
+            extra={
+                "provider": name,
+                "order_id": result.order_id or event.order_id,
+                "event": type(event).__name__,
+                "dedupe_key": event.dedupe_key,
+            },
+        )
         outcomes.append(
             {"result": result.result.value, "detail": result.detail, "order_id": result.order_id}
         )

@@ -81,6 +81,7 @@ class FakeBTCPay(BTCPayState):
         return Starlette(
             routes=[
                 Route("/api/v1/stores/{store_id}/invoices", self._gf_create, methods=["POST"]),
+                Route("/api/v1/stores/{store_id}/invoices", self._gf_list, methods=["GET"]),
                 Route(
                     "/api/v1/stores/{store_id}/invoices/{invoice_id}",
                     self._gf_get,
@@ -120,6 +121,15 @@ class FakeBTCPay(BTCPayState):
                 status_code=403,
             )
         return None
+
+    async def _gf_list(self, request: Request) -> Response:
+        # `checkout-gateway check-config` reads `?take=1`: needs only canviewinvoices.
+        if (early := await self._gate(request)) or (early := self._gf_auth(request)):
+            return early
+        raw = request.query_params.get("take", "")
+        take = int(raw) if raw.isdigit() else len(self.invoices)
+        newest = list(reversed(self.invoices.values()))[:take]
+        return JSONResponse([invoice.greenfield(self._base()) for invoice in newest])
 
     async def _gf_create(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._gf_auth(request)):
@@ -257,9 +267,13 @@ class FakeBTCPay(BTCPayState):
         if invoice_id not in self.invoices or action is None:
             return JSONResponse({"error": "unknown invoice or action"}, status_code=404)
         deliveries = action(self, invoice_id)
-        await self.post_deliveries(deliveries)
+        # `?deliver=0` changes the invoice only; `checkout-gateway simulate --sandbox` then
+        # sends its own signed webhook.
+        deliver = request.query_params.get("deliver") != "0"
+        if deliver:
+            await self.post_deliveries(deliveries)
         invoice = self.invoices[invoice_id]
-        if invoice.notification_url:
+        if deliver and invoice.notification_url:
             await self._post_ipn(invoice)
         if "text/html" in request.headers.get("accept", ""):
             return RedirectResponse(f"/i/{invoice_id}", status_code=303)

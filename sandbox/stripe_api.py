@@ -110,6 +110,7 @@ class FakeStripe(StripeState):
         self.app = Starlette(
             routes=[
                 Route("/v1/checkout/sessions", self._create_session, methods=["POST"]),
+                Route("/v1/checkout/sessions", self._list_sessions, methods=["GET"]),
                 Route("/v1/checkout/sessions/{sid}", self._get_session, methods=["GET"]),
                 Route("/v1/checkout/sessions/{sid}/expire", self._api_expire, methods=["POST"]),
                 Route("/v1/payment_intents/{pid}", self._get_payment_intent, methods=["GET"]),
@@ -203,6 +204,22 @@ class FakeStripe(StripeState):
 
     async def _create_session(self, request: Request) -> Response:
         return await self._api(request, self.create_session)
+
+    async def _list_sessions(self, request: Request) -> Response:
+        # `checkout-gateway check-config` pings with `?limit=1`: a harmless authenticated read.
+        raw = request.query_params.get("limit", "10")
+        limit = int(raw) if raw.isdigit() else 10
+        listed = list(reversed(self.sessions.values()))[: max(1, min(limit, 100))]
+
+        def page(_: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "object": "list",
+                "data": listed,
+                "has_more": len(self.sessions) > len(listed),
+                "url": "/v1/checkout/sessions",
+            }
+
+        return await self._api(request, page)
 
     async def _get_session(self, request: Request) -> Response:
         return await self._api(request, lambda _: self.session(request.path_params["sid"]))

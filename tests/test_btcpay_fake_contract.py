@@ -288,3 +288,24 @@ def test_redelivery_keeps_original_delivery_id_and_gets_a_new_one() -> None:
     payload = json.loads(again.body)
     assert payload["originalDeliveryId"] == first.delivery_id != payload["deliveryId"]
     assert payload["isRedelivery"] is True
+
+
+async def test_invoice_list_answers_the_spec_shape_for_check_config() -> None:
+    # `checkout-gateway check-config` pings with GET .../invoices?take=1
+    fake = FakeBTCPay()
+    fake.create_invoice(amount="9.99", metadata={"orderId": "o1"})
+    fake.create_invoice(amount="19.99", metadata={"orderId": "o2"})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fake.app),
+        base_url="http://btcpay.test",
+        headers={"Authorization": f"token {fake.api_key}"},
+    ) as client:
+        one = await client.get(f"/api/v1/stores/{fake.store_id}/invoices", params={"take": "1"})
+        refused = await client.get(
+            f"/api/v1/stores/{fake.store_id}/invoices", headers={"Authorization": "token no"}
+        )
+
+    assert one.status_code == 200
+    assert schema_errors("InvoiceDataList", one.json()) == []
+    assert [i["metadata"]["orderId"] for i in one.json()] == ["o2"]
+    assert refused.status_code == 401

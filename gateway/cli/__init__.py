@@ -45,9 +45,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Command modules register themselves on `cli`; imported last so they can import `cli`.
-from gateway.cli import btcpay, mail, review, serve  # noqa: E402
+from gateway.cli import (  # noqa: E402
+    btcpay,
+    check,
+    licenses,
+    mail,
+    orders,
+    outbox,
+    review,
+    sandbox,
+    serve,
+    simulate,
+)
 
-__all__ = ["btcpay", "cli", "mail", "main", "review", "serve"]
+__all__ = [
+    "btcpay",
+    "check",
+    "cli",
+    "licenses",
+    "mail",
+    "main",
+    "orders",
+    "outbox",
+    "review",
+    "sandbox",
+    "serve",
+    "simulate",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -24,7 +25,7 @@ def settings_and_logging(**overrides: Any) -> Settings:
     from gateway.logs import setup_logging
 
     settings = load_settings(**overrides)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -65,10 +66,15 @@ def emit_table(
 
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column)
+        # Fold, never elide: operators copy ids and addresses out of these tables.
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console(soft_wrap=True).print(table)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        # Piped or captured (grep, less, a test): no terminal width to fit, keep rows whole.
+        console = Console(soft_wrap=True, width=400)
+    console.print(table)
 
 
 def emit_object(doc: dict[str, Any], *, as_json: bool) -> None:
@@ -79,3 +85,22 @@ def emit_object(doc: dict[str, Any], *, as_json: bool) -> None:
     width = max((len(k) for k in doc), default=0)
     for key, value in doc.items():
         click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+def parse_since(value: str) -> datetime:
+    """`--since`: an ISO date/time (UTC unless it says otherwise) or an age: 30m, 24h, 7d."""
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is neither a date (2026-11-01, 2026-11-01T12:00) nor an age (30m, 24h, 7d)"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -15,15 +19,101 @@ from gateway.cli.common import log, settings_and_logging
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port"
 )
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="worker processes (use PostgreSQL for more than one)",
+)
+@click.option(
+    "--proxy-headers",
+    is_flag=True,
+    help="behind a reverse proxy: take the client address and scheme from X-Forwarded-For/"
+    "-Proto, sent by --forwarded-allow-ips",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="comma-separated proxy addresses trusted with --proxy-headers ('*' = any)",
+)
+@click.option(
+    "--no-mailer",
+    is_flag=True,
+    help="do not send the outbox from this server (run `send-mail` separately)",
+)
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    proxy_headers: bool,
+    forwarded_allow_ips: str,
+    no_mailer: bool,
+) -> None:
     """Run the HTTP server (migrates the database first)."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.cli.preflight import ping_providers, production_warnings
+    from gateway.logs import uvicorn_log_config
 
+    if no_mailer:
+        # Through the environment: with --workers, each worker loads its own settings.
+        os.environ["GATEWAY_MAIL__SENDER_IN_SERVE"] = "false"
     settings = settings_and_logging()
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    for warning in production_warnings(settings, host=host):
+        log.warning("%s", warning)
+    # A refused API key or an unreachable provider is logged loudly; the server still starts
+    # (a provider outage must not keep the other provider's buyers out).
+    for check in asyncio.run(ping_providers(settings, seconds=5.0, include_disabled=False)):
+        if check.ok:
+            log.info("%s: %s", check.name, check.detail)
+        else:
+            log.error("%s: %s", check.name, check.detail)
+    options = {
+        "host": host,
+        "port": port,
+        "proxy_headers": proxy_headers,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "log_config": uvicorn_log_config(settings.log_level, settings.log_format),
+        "log_level": settings.log_level.lower(),
+    }
+    if workers == 1:
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # Several workers: migrate once here (not N times at once), share metrics through files.
+    from gateway import db
+
+    asyncio.run(db.migrate(settings.resolved_database_url))
+    if settings.resolved_database_url.startswith("sqlite"):
+        log.warning("--workers %d on SQLite: use PostgreSQL for several workers", workers)
+    metrics_dir, created = _fresh_metrics_dir()
+    log.info("%d workers; metrics shared through %s", workers, metrics_dir)
+    try:
+        uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    finally:
+        if created:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _fresh_metrics_dir() -> tuple[Path, bool]:
+    """An empty PROMETHEUS_MULTIPROC_DIR (set before any worker imports prometheus_client);
+    True when it was made here (and is removed on exit)."""
+    from gateway.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if not given:
+        path = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(path)
+        return path, True
+    path = Path(given)
+    path.mkdir(parents=True, exist_ok=True)
+    # Files of a previous run would add its counts to this one's.
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path, False
 
 
 @cli.command()
