@@ -14,6 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,21 +27,26 @@ from config.money import format_decimal
 from config.settings import BtcpaySettings, SettingsError, env_name
 from providers.base import CheckoutRequest, CheckoutSession
 from providers.btcpay_provider import settled_event
+from providers.btcpay_shapes import is_invoice_id
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
 from providers.events import (
     Ignored,
     PaymentEvent,
     PaymentFailed,
+    PaymentNeedsReview,
     PaymentPending,
     PaymentSettled,
     ProviderName,
 )
+from providers.ids import is_order_id
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _PAIRING_CODE = re.compile(r"^[A-Za-z0-9]{7}$")
 _DEFAULT_TIMEOUT = 20.0
+# Threads for btcpay-python's blocking calls, per provider.
+_LEGACY_THREADS = 4
 
 
 class PairingError(ValueError):
@@ -77,18 +83,46 @@ def _client(host: str, pem: str, tokens: dict[str, str] | None, timeout: float) 
     return client
 
 
-def _translate(exc: Exception, what: str) -> Exception:
-    """requests/btcpay-python errors -> our retriable/permanent errors."""
+_TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """`text` without the merchant token: btcpay-python signs GETs with `?token=<merchant
+    token>` in the URL, and requests' `raise_for_status()` quotes that URL in its message."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _TOKEN_IN_TEXT.sub(r"\1***", text)
+
+
+def _translate(exc: Exception, what: str, *secrets: str) -> Exception:
+    """requests/btcpay-python errors -> our retriable/permanent errors, token scrubbed."""
     if isinstance(exc, requests.HTTPError):
         status = exc.response.status_code if exc.response is not None else 0
         if status >= 500 or status in (408, 429):
             return ProviderUnavailable(f"BTCPay answered {status} to {what}")
-        return ProviderRejected(f"BTCPay refused {what} ({status}): {str(exc)[:300]}")
+        detail = scrub(str(exc), *secrets)[:300]
+        return ProviderRejected(f"BTCPay refused {what} ({status}): {detail}")
     if isinstance(exc, requests.RequestException):
         return ProviderUnavailable(f"BTCPay unreachable for {what}: {type(exc).__name__}")
     if isinstance(exc, ValueError | KeyError | IndexError | TypeError):
-        return ProviderRejected(f"BTCPay gave an unusable answer to {what}: {exc}")
+        detail = scrub(str(exc), *secrets)[:300]
+        return ProviderRejected(f"BTCPay gave an unusable answer to {what}: {detail}")
     return exc
+
+
+def _invoice_id_of(body: bytes) -> str | None:
+    """The invoice id an IPN names, if it has the shape of one (unverified: IPNs are
+    unsigned). Non-extended IPNs are the bare `data` object, extended ones wrap it."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    invoice_id = None
+    if isinstance(payload, dict):
+        data = payload.get("data")
+        invoice_id = data.get("id") if isinstance(data, dict) else payload.get("id")
+    return invoice_id if is_invoice_id(invoice_id) else None
 
 
 def _write_private(path: Path, data: str, *, force: bool) -> None:
@@ -160,18 +194,42 @@ class BTCPayLegacyProvider:
         if not isinstance(tokens, dict) or "merchant" not in tokens:
             raise SettingsError(f"{token_file}: no merchant token; pair again")
         self._settings = settings
+        self._token = str(tokens["merchant"])
         self._client = _client(
-            settings.url, pem, {"merchant": str(tokens["merchant"])}, settings.timeout_seconds
+            settings.url, pem, {"merchant": self._token}, settings.timeout_seconds
         )
+        # Our own bounded pool: a flood of (unsigned) IPNs queues here instead of starving
+        # the default executor every other blocking call in the process shares.
+        self._executor = ThreadPoolExecutor(
+            max_workers=_LEGACY_THREADS, thread_name_prefix="btcpay-legacy"
+        )
+        # One signed GET per invoice at a time; concurrent askers share its answer.
+        self._fetching: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        log.info(
+            "btcpay legacy mode: a payment after the invoice expired is NEVER settled "
+            "automatically (the legacy API cannot show whether it confirmed); such orders "
+            "go to review (late_payment=%s is not applied)",
+            settings.late_payment,
+        )
+
+    async def _in_pool(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, func, *args)
 
     async def _call(self, what: str, func: Callable[..., T], *args: Any) -> T:
         try:
-            return await asyncio.to_thread(func, *args)
+            return await self._in_pool(func, *args)
         except Exception as exc:
-            raise _translate(exc, what) from exc
+            raise _translate(exc, what, self._token) from exc
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._client.s.close)
+        await self._in_pool(self._client.s.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def unverified_ref(self, body: bytes) -> str | None:
+        """The invoice an IPN claims to be about, before anything is trusted or fetched:
+        the webhook route drops IPNs for invoices it never created without a BTCPay call."""
+        return _invoice_id_of(body)
 
     async def create_checkout(self, req: CheckoutRequest) -> CheckoutSession:
         payload = {
@@ -207,29 +265,34 @@ class BTCPayLegacyProvider:
         return session
 
     async def fetch_invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        if not is_invoice_id(invoice_id):
+            raise WebhookPayloadError("not a BTCPay invoice id")
+        pending = self._fetching.get(invoice_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_invoice(invoice_id))
+            self._fetching[invoice_id] = pending
+            pending.add_done_callback(lambda _: self._fetching.pop(invoice_id, None))
+        # shield: one caller going away must not cancel the fetch the others wait on.
+        return await asyncio.shield(pending)
+
+    async def _fetch_invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        what = f"fetching invoice {invoice_id}"
         try:
-            invoice = await asyncio.to_thread(self._client.get_invoice, invoice_id)
+            invoice = await self._in_pool(self._client.get_invoice, invoice_id)
         except requests.HTTPError as exc:
             if exc.response is not None and exc.response.status_code == 404:
                 return None
-            raise _translate(exc, f"fetching invoice {invoice_id}") from exc
+            raise _translate(exc, what, self._token) from exc
         except Exception as exc:
-            raise _translate(exc, f"fetching invoice {invoice_id}") from exc
+            raise _translate(exc, what, self._token) from exc
         if not isinstance(invoice, dict):
             raise ProviderUnavailable("BTCPay returned a non-object legacy invoice")
         return invoice
 
     async def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[PaymentEvent]:
         # Unsigned by design: nothing in the body is trusted beyond the invoice id.
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise WebhookPayloadError("BTCPay IPN body is not JSON") from exc
-        invoice_id = None
-        if isinstance(payload, dict):
-            data = payload.get("data")
-            invoice_id = data.get("id") if isinstance(data, dict) else payload.get("id")
-        if not isinstance(invoice_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", invoice_id):
+        invoice_id = _invoice_id_of(body)
+        if invoice_id is None:
             raise WebhookPayloadError("BTCPay IPN names no invoice id")
         invoice = await self.fetch_invoice(invoice_id)
         if invoice is None:
@@ -246,6 +309,8 @@ class BTCPayLegacyProvider:
         return [event]
 
     async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:
+        if not is_invoice_id(provider_ref):
+            return None
         invoice = await self.fetch_invoice(provider_ref)
         return None if invoice is None else self._decide(provider_ref, invoice)
 
@@ -256,10 +321,16 @@ class BTCPayLegacyProvider:
             status = "complete"
         exception = invoice.get("exceptionStatus") or None
         order_id = invoice.get("orderId")
+        if not is_order_id(order_id):
+            return Ignored(
+                provider=self.name,
+                reason="invoice is not for one of our orders",
+                provider_ref=invoice_id,
+            )
         common: dict[str, Any] = {
             "provider": self.name,
             "provider_ref": invoice_id,
-            "order_id": order_id if isinstance(order_id, str) and order_id else None,
+            "order_id": order_id,
             "occurred_at": datetime.now(UTC),
         }
         if status == "new":
@@ -278,14 +349,19 @@ class BTCPayLegacyProvider:
                 invoice, f"{invoice_id}:complete", notes.get(str(exception), ()), common
             )
         if status == "expired" and exception == "paidLater":
-            if self._settings.late_payment == "settle":
-                return self._settled(
-                    invoice, f"{invoice_id}:paidLater", ("paid after expiration",), common
-                )
-            return PaymentPending(
+            # Whatever late_payment says: the legacy API shows no per-payment confirmation,
+            # and "paidLater" is set on unconfirmed money (InvoiceWatcher counts accounted
+            # payments), so a human decides. BTCPay sends no IPN for it either; the
+            # reconciler's fetch_status finds it.
+            return PaymentNeedsReview(
                 **common,
                 dedupe_key=f"{invoice_id}:paidLater",
-                detail="paid in full after expiration (late_payment=review): review it",
+                reason=(
+                    "paid after the invoice expired (legacy mode cannot see whether the "
+                    "payment confirmed): check it in BTCPay, then issue or dismiss"
+                ),
+                amount_minor=None,
+                currency=str(invoice.get("currency") or "").upper() or None,
             )
         if status == "expired":
             reason = "expired, partially paid" if exception == "paidPartial" else "expired"
@@ -309,5 +385,6 @@ class BTCPayLegacyProvider:
             invoice.get("currency"),
             dedupe_key=dedupe_key,
             notes=notes,
-            common=common,
+            # One invoice is one payment for us: reversals name the same invoice.
+            common=common | {"payment_ref": common["provider_ref"]},
         )
