@@ -261,6 +261,7 @@ class FakeBTCPay(BTCPayState):
         signed = str(request.url)
         if denied := self._legacy_auth(request, signed, request.query_params.get("token")):
             return denied
+        self.received.append(("GET", request.url.path, None))
         invoice = self.invoices.get(request.path_params["invoice_id"])
         if invoice is None:
             return JSONResponse({"error": "Object not found"}, status_code=404)

@@ -38,6 +38,8 @@ class BTCPayState:
     base_url: str | None = None
     # Outage switches: answer every API call with this status, or after this delay.
     outage_status: int | None = None
+    # The store's default payment tolerance (percent), used when a create request sets none.
+    store_payment_tolerance: float = 0.0
     delay_seconds: float = 0.0
     invoices: dict[str, FakeInvoice] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
@@ -66,7 +68,7 @@ class BTCPayState:
             "lazyPaymentMethods": False,
             "expirationMinutes": 15,
             "monitoringMinutes": 1440,
-            "paymentTolerance": 0.0,
+            "paymentTolerance": self.store_payment_tolerance,
             "redirectURL": None,
             "redirectAutomatically": False,
             "defaultLanguage": None,
@@ -99,6 +101,19 @@ class BTCPayState:
         inv = self.invoices[invoice_id]
         extra = self._due(inv) + Decimal("0.01")
         return self._pay(inv, extra, "PaidOver") + self.confirm(invoice_id)
+
+    def pay(self, invoice_id: str, value: Decimal) -> list[Delivery]:
+        """A payment of `value` (invoice currency) to a New invoice, judged as BTCPay
+        does: paid once the accounted total reaches the price less the invoice's
+        `paymentTolerance` percent (InvoiceWatcher.UpdateInvoice,
+        `accounting.IsPaid(invoice.PaymentTolerance, ...)`); otherwise PaidPartial."""
+        inv = self.invoices[invoice_id]
+        total = inv.amount if inv.amount is not None else Decimal(0)
+        tolerance = Decimal(str(inv.checkout.get("paymentTolerance") or 0))
+        if inv.paid + value >= total * (1 - tolerance / 100):
+            extra = "PaidOver" if inv.paid + value > total else "None"
+            return self._pay(inv, value, extra)
+        return self.pay_partially(invoice_id, value)
 
     def pay_partially(self, invoice_id: str, part: Decimal | None = None) -> list[Delivery]:
         """A payment that does not cover the invoice (half of it unless `part` is given)."""
