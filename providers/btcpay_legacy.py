@@ -95,6 +95,25 @@ def scrub(text: str, *secrets: str) -> str:
     return _TOKEN_IN_TEXT.sub(r"\1***", text)
 
 
+class _ScrubTokens(logging.Filter):
+    """urllib3 logs every request line at DEBUG, `?token=<merchant token>` included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message.lower():
+            record.msg, record.args = scrub(message), None
+        return True
+
+
+_URLLIB3_SCRUB = _ScrubTokens()
+
+
+def _scrub_urllib3_logs() -> None:
+    logger = logging.getLogger("urllib3.connectionpool")
+    if _URLLIB3_SCRUB not in logger.filters:
+        logger.addFilter(_URLLIB3_SCRUB)
+
+
 def _translate(exc: Exception, what: str, *secrets: str) -> Exception:
     """requests/btcpay-python errors -> our retriable/permanent errors, token scrubbed."""
     if isinstance(exc, requests.HTTPError):
@@ -195,6 +214,7 @@ class BTCPayLegacyProvider:
             raise SettingsError(f"{token_file}: no merchant token; pair again")
         self._settings = settings
         self._token = str(tokens["merchant"])
+        _scrub_urllib3_logs()
         self._client = _client(
             settings.url, pem, {"merchant": self._token}, settings.timeout_seconds
         )
