@@ -26,7 +26,7 @@ from btcpay import BTCPayClient, crypto
 from config.money import format_decimal
 from config.settings import BtcpaySettings, SettingsError, env_name
 from providers.base import CheckoutRequest, CheckoutSession
-from providers.btcpay_provider import settled_event
+from providers.btcpay_events import settled_event
 from providers.btcpay_shapes import is_invoice_id
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
 from providers.events import (

@@ -8,8 +8,6 @@ because settle payloads carry no amount and BTCPay's webhook booleans (`overPaid
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,23 +17,18 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from config.money import MoneyError, format_decimal, to_minor
+from config.money import format_decimal
 from config.settings import BtcpaySettings, SettingsError, env_name
 from providers.base import CheckoutRequest, CheckoutSession
-from providers.btcpay_shapes import (
-    Invoice,
-    PaymentMethod,
-    WebhookBody,
-    floor_minor,
-    is_invoice_id,
-    segment,
-    settled_value,
-)
+from providers.btcpay_client import GreenfieldClient
+from providers.btcpay_events import failure_reason, paid_minor, price_minor, settled_notes
+from providers.btcpay_shapes import Invoice, WebhookBody, floor_minor, is_invoice_id
+from providers.btcpay_signature import SIGNATURE_HEADER as SIGNATURE_HEADER
+from providers.btcpay_signature import sign_body as sign_body
+from providers.btcpay_signature import verify_signature as verify_signature
 from providers.errors import (
     ProviderRejected,
-    ProviderUnavailable,
     WebhookPayloadError,
-    WebhookSignatureError,
 )
 from providers.events import (
     Ignored,
@@ -51,7 +44,6 @@ from providers.ids import is_order_id
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "btcpay-sig"
 _PENDING_TYPES = frozenset({"InvoiceReceivedPayment", "InvoicePaymentSettled", "InvoiceProcessing"})
 _FAILED_TYPES = frozenset({"InvoiceExpired", "InvoiceInvalid"})
 # Sent by BTCPay >= 2.1.2 when a full payment arrives after expiry; not in the spec.
@@ -61,48 +53,10 @@ _REFUND_TYPE = "InvoiceRefund"
 _ACTIONABLE = _PENDING_TYPES | _FAILED_TYPES | {"InvoiceSettled", _PAID_LATE_TYPE, _REFUND_TYPE}
 
 
-def sign_body(secret: str, body: bytes) -> str:
-    """The `BTCPay-Sig` header value BTCPay sends for `body`."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-def verify_signature(secret: str, body: bytes, header: str | None) -> None:
-    """Raise `WebhookSignatureError` unless `header` is BTCPay's HMAC over `body`."""
-    if not header:
-        raise WebhookSignatureError("missing BTCPay-Sig header")
-    scheme, sep, digest = header.strip().partition("=")
-    if not sep or scheme.lower() != "sha256":
-        raise WebhookSignatureError("BTCPay-Sig is not of the form sha256=<hex>")
-    try:
-        got = bytes.fromhex(digest)
-    except ValueError as exc:
-        raise WebhookSignatureError("BTCPay-Sig digest is not hex") from exc
-    want = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
-    if not hmac.compare_digest(got, want):
-        raise WebhookSignatureError("BTCPay-Sig does not match the body")
-
-
 def _unix(value: Any) -> datetime | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC)
     return None
-
-
-def _error_message(response: httpx.Response) -> str:
-    """BTCPay's own words: `{"message"}` for API errors, `[{"path","message"}]` for 422."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(data, dict) and "message" in data:
-        return str(data["message"])
-    if isinstance(data, list):
-        parts = [
-            f"{item.get('path')}: {item.get('message')}" for item in data if isinstance(item, dict)
-        ]
-        if parts:
-            return "; ".join(parts)
-    return response.text[:200]
 
 
 class BTCPayProvider:
@@ -121,17 +75,7 @@ class BTCPayProvider:
         self._settings = settings
         self._store_id = str(settings.store_id)
         self._secret = settings.webhook_secret.get_secret_value()
-        self._client = httpx.AsyncClient(
-            base_url=str(settings.url).rstrip("/"),
-            headers={
-                "Authorization": f"token {settings.api_key.get_secret_value()}",
-                "Accept": "application/json",
-            },
-            timeout=settings.timeout_seconds,
-            # A redirect would turn the POST into a GET that lists invoices (btcpay#2035).
-            follow_redirects=False,
-            transport=transport,
-        )
+        self._api = GreenfieldClient(settings, transport=transport)
         log.info(
             "btcpay greenfield: late payments (after the invoice expired) %s",
             "settle once their settled payments cover the price"
@@ -140,44 +84,9 @@ class BTCPayProvider:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._api.aclose()
 
     # -- API calls ---------------------------------------------------------------------
-
-    def _invoices_path(self, invoice_id: str | None = None, suffix: str = "") -> str:
-        path = f"/api/v1/stores/{segment(self._store_id)}/invoices"
-        if invoice_id is not None:
-            if not is_invoice_id(invoice_id):
-                # Callers check first; this is the last line before a URL is built.
-                raise WebhookPayloadError("not a BTCPay invoice id")
-            path += f"/{segment(invoice_id)}{suffix}"
-        return path
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"BTCPay unreachable: {type(exc).__name__}") from exc
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            raise ProviderUnavailable(f"BTCPay answered {response.status_code}")
-        return response
-
-    async def _get_json(self, path: str, what: str, **kwargs: Any) -> Any:
-        """GET `path`; None on 404; BTCPay's words on any other refusal."""
-        response = await self._request("GET", path, **kwargs)
-        if response.status_code == 404:
-            return None
-        try:
-            response.raise_for_status()
-        except httpx.HTTPStatusError as exc:
-            raise ProviderRejected(
-                f"BTCPay refused to show {what} ({response.status_code}): "
-                f"{_error_message(response)}"
-            ) from exc
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ProviderUnavailable(f"BTCPay returned invalid JSON for {what}") from exc
 
     async def create_checkout(self, req: CheckoutRequest) -> CheckoutSession:
         existing = await self._live_invoice_for(req)
@@ -202,16 +111,10 @@ class BTCPayProvider:
                 "redirectURL": req.success_url,
             },
         }
-        response = await self._request("POST", self._invoices_path(), json=payload)
+        invoice = await self._api.create_invoice(payload)
         try:
-            response.raise_for_status()
-        except httpx.HTTPStatusError as exc:
-            raise ProviderRejected(
-                f"BTCPay refused the invoice ({response.status_code}): {_error_message(response)}"
-            ) from exc
-        try:
-            session = _session(Invoice.model_validate(response.json()))
-        except (ValueError, ValidationError) as exc:
+            session = _session(invoice)
+        except ValueError as exc:
             raise ProviderRejected("BTCPay returned an unreadable invoice") from exc
         log.info("btcpay invoice %s created for order %s", session.provider_ref, req.order_id)
         return session
@@ -225,18 +128,9 @@ class BTCPayProvider:
         """
         if not is_order_id(req.order_id):
             return None
-        found = await self._get_json(
-            self._invoices_path(), "the invoice list", params={"orderId": req.order_id}
-        )
-        if not isinstance(found, list):
-            return None
         now = datetime.now(UTC).timestamp()
         want = format_decimal(req.amount_minor, req.currency)
-        for raw in found:
-            try:
-                invoice = Invoice.model_validate(raw)
-            except ValidationError:
-                continue
+        for invoice in await self._api.invoices_for_order(req.order_id):
             if (
                 invoice.order_id != req.order_id
                 or invoice.currency.upper() != req.currency.upper()
@@ -252,27 +146,6 @@ class BTCPayProvider:
             if live:
                 return _session(invoice)
         return None
-
-    async def fetch_invoice(self, invoice_id: str) -> Invoice | None:
-        """The invoice as BTCPay knows it now; None if BTCPay does not know it (404)."""
-        data = await self._get_json(self._invoices_path(invoice_id), f"invoice {invoice_id}")
-        if data is None:
-            return None
-        try:
-            return Invoice.model_validate(data)
-        except ValidationError as exc:
-            # BTCPay's own answer, not the sender's: let the provider retry.
-            raise ProviderUnavailable("BTCPay returned an unreadable invoice") from exc
-
-    async def settled_minor(self, invoice: Invoice) -> int:
-        """What the invoice's `Settled` payments are worth, in minor units of its currency."""
-        path = self._invoices_path(invoice.id, "/payment-methods")
-        data = await self._get_json(path, f"the payments of invoice {invoice.id}")
-        try:
-            methods = [PaymentMethod.model_validate(item) for item in data or []]
-        except (ValidationError, TypeError) as exc:
-            raise ProviderUnavailable("BTCPay returned unreadable payment methods") from exc
-        return floor_minor(settled_value(methods), invoice.currency)
 
     # -- webhooks ----------------------------------------------------------------------
 
@@ -297,7 +170,7 @@ class BTCPayProvider:
         if not is_invoice_id(invoice_id):
             log.warning("btcpay %s webhook with a malformed invoiceId: ignored", event_type)
             return [Ignored(provider=self.name, reason="invoiceId is not a BTCPay invoice id")]
-        invoice = await self.fetch_invoice(invoice_id)
+        invoice = await self._api.fetch_invoice(invoice_id)
         if invoice is None:
             return [
                 Ignored(
@@ -359,7 +232,9 @@ class BTCPayProvider:
                     )
                 ]
             failed = PaymentFailed(
-                **common, dedupe_key=f"{invoice_id}:{event_type}", reason=_failure(status, extra)
+                **common,
+                dedupe_key=f"{invoice_id}:{event_type}",
+                reason=failure_reason(status, extra),
             )
             if status == "Invalid" and extra == "Marked":
                 # Marking works on a Settled invoice too: the merchant withdrew the
@@ -396,7 +271,7 @@ class BTCPayProvider:
                 **common,
                 dedupe_key=f"{invoice_id}:{event_type}{suffix}",
                 detail=detail,
-                amount_paid_minor=_paid_minor(invoice),
+                amount_paid_minor=paid_minor(invoice),
             )
         ]
 
@@ -424,11 +299,11 @@ class BTCPayProvider:
                     "paid in full after the invoice expired (late_payment=review): issue or "
                     "dismiss it; BTCPay will not settle it by itself"
                 ),
-                amount_minor=_paid_minor(invoice),
+                amount_minor=paid_minor(invoice),
                 currency=invoice.currency.upper(),
             )
-        settled = await self.settled_minor(invoice)
-        price = _minor(invoice.amount, invoice.currency)
+        settled = await self._api.settled_minor(invoice)
+        price = price_minor(invoice.amount, invoice.currency)
         if settled < price:
             log.info(
                 "btcpay invoice %s paid late, %s of %s %s settled so far: waiting",
@@ -451,10 +326,10 @@ class BTCPayProvider:
         extra = invoice.additionalStatus or "None"
         if extra == "Marked" or invoice.paidAmount is None:
             # Marked settled by the merchant: their word is the payment, whatever arrived.
-            amount = _minor(invoice.amount, invoice.currency)
+            amount = price_minor(invoice.amount, invoice.currency)
         else:
             amount = floor_minor(invoice.paidAmount, invoice.currency)
-        return self._event_settled(amount, invoice, dedupe_key, _notes(extra), common)
+        return self._event_settled(amount, invoice, dedupe_key, settled_notes(extra), common)
 
     def _event_settled(
         self,
@@ -486,7 +361,7 @@ class BTCPayProvider:
     async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:
         if not is_invoice_id(provider_ref):
             return None
-        invoice = await self.fetch_invoice(provider_ref)
+        invoice = await self._api.fetch_invoice(provider_ref)
         if invoice is None:
             return None
         status = invoice.status
@@ -500,14 +375,16 @@ class BTCPayProvider:
         if status in ("Expired", "Invalid"):
             event_type = "InvoiceExpired" if status == "Expired" else "InvoiceInvalid"
             return PaymentFailed(
-                **common, dedupe_key=f"{provider_ref}:{event_type}", reason=_failure(status, extra)
+                **common,
+                dedupe_key=f"{provider_ref}:{event_type}",
+                reason=failure_reason(status, extra),
             )
         if status == "Processing":
             return PaymentPending(
                 **common,
                 dedupe_key=f"{provider_ref}:InvoiceProcessing",
                 detail="Processing",
-                amount_paid_minor=_paid_minor(invoice),
+                amount_paid_minor=paid_minor(invoice),
             )
         return None
 
@@ -520,79 +397,3 @@ def _session(invoice: Invoice) -> CheckoutSession:
         checkout_url=invoice.checkoutLink,
         expires_at=_unix(invoice.expirationTime),
     )
-
-
-def _minor(amount: Decimal | None, currency: str) -> int:
-    try:
-        if amount is None:
-            raise MoneyError("no amount")
-        return to_minor(amount, currency.upper())
-    except MoneyError as exc:
-        raise ProviderUnavailable(f"BTCPay invoice has no usable amount: {exc}") from exc
-
-
-def _paid_minor(invoice: Invoice) -> int | None:
-    if invoice.paidAmount is None:
-        return None
-    try:
-        return floor_minor(invoice.paidAmount, invoice.currency.upper())
-    except MoneyError:
-        return None
-
-
-def settled_event(
-    amount: Any,
-    currency: Any,
-    *,
-    dedupe_key: str,
-    notes: tuple[str, ...],
-    common: dict[str, Any],
-) -> PaymentSettled:
-    """`PaymentSettled` from the amount and currency of an invoice *fetched* from BTCPay.
-
-    Shared by both modes. Greenfield sends the amount as a decimal string; the legacy API
-    as a JSON number, whose shortest repr (`str(float)`) is the decimal text BTCPay sent,
-    so no float arithmetic touches it.
-    """
-    try:
-        if isinstance(amount, bool) or amount is None:
-            raise MoneyError(f"not an amount: {amount!r}")
-        code = str(currency).upper()
-        amount_minor = to_minor(str(Decimal(str(amount))), code)
-    except (MoneyError, ArithmeticError) as exc:
-        # The fetched invoice is BTCPay's answer, not the sender's: unusable means
-        # BTCPay misbehaves, so let it retry rather than drop a settlement.
-        raise ProviderUnavailable(f"BTCPay invoice has no usable amount: {exc}") from exc
-    log.info(
-        "btcpay invoice %s settled for order %s %s",
-        common["provider_ref"],
-        common["order_id"],
-        notes,
-    )
-    return PaymentSettled(
-        **common, dedupe_key=dedupe_key, amount_minor=amount_minor, currency=code, notes=notes
-    )
-
-
-def _order_id(metadata: Any) -> str | None:
-    if isinstance(metadata, dict):
-        value = metadata.get("orderId")
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def _notes(additional_status: str) -> tuple[str, ...]:
-    if additional_status == "PaidOver":
-        return ("overpaid",)
-    if additional_status == "Marked":
-        return ("manually marked settled",)
-    return ()
-
-
-def _failure(status: Any, additional_status: str) -> str:
-    if status == "Expired":
-        return "expired, partially paid" if additional_status == "PaidPartial" else "expired"
-    if additional_status == "Marked":
-        return "manually marked invalid"
-    return "invalid"
