@@ -35,6 +35,7 @@ from providers.events import (
     PaymentFailed,
     PaymentNeedsReview,
     PaymentPending,
+    PaymentReversed,
     PaymentSettled,
     ProviderName,
 )
@@ -326,6 +327,19 @@ class BTCPayLegacyProvider:
             return [
                 Ignored(provider=self.name, reason="invoice not paid yet", provider_ref=invoice_id)
             ]
+        if isinstance(event, PaymentFailed) and event.reason == "manually marked invalid":
+            # Marking works on a complete invoice too (BitpayIPNSender sends MarkedInvalid):
+            # the merchant withdrew the settlement, so a paid order's license is revoked.
+            withdrawn = PaymentReversed(
+                provider=self.name,
+                provider_ref=invoice_id,
+                order_id=event.order_id,
+                occurred_at=event.occurred_at,
+                payment_ref=invoice_id,
+                dedupe_key=f"{invoice_id}:invalid:reversed",
+                reason="manually marked invalid in BTCPay",
+            )
+            return [event, withdrawn]
         return [event]
 
     async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:

@@ -310,8 +310,11 @@ async def test_expired_partial_and_invalid_invoices_fail(legacy: Legacy) -> None
     legacy.fake.mark_invalid(marked)
     reasons = {}
     for invoice_id in (expired, partial, invalid, marked):
-        [event] = await legacy.provider.parse_webhook(legacy.fake.legacy_ipn(invoice_id), {})
+        event, *withdrawn = await legacy.provider.parse_webhook(
+            legacy.fake.legacy_ipn(invoice_id), {}
+        )
         assert isinstance(event, PaymentFailed)
+        assert len(withdrawn) == (invoice_id == marked)
         reasons[invoice_id] = event.reason
     assert reasons == {
         expired: "expired",

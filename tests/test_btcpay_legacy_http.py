@@ -18,7 +18,7 @@ import pytest
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
-from gateway.models import License, Order, OrderStatus
+from gateway.models import License, LicenseStatus, Order, OrderStatus
 from providers.btcpay_legacy import BTCPayLegacyProvider
 from sandbox.btcpay_harness import BTCPayLegacyHarness
 from sandbox.btcpay_server import FakeBTCPay
@@ -108,6 +108,33 @@ async def test_concurrent_ipns_for_one_invoice_share_one_btcpay_call(shop: Legac
     answers = await asyncio.gather(*(shop.ipn(body) for _ in range(20)))
     assert {a.status_code for a in answers} == {200}
     assert shop.gets() - before < 5
+
+
+async def test_marked_invalid_after_settlement_revokes_the_license(shop: LegacyShop) -> None:
+    # item 8.8, legacy: BTCPay sends the markedInvalid IPN (full notifications)
+    order_id, invoice_id = await shop.buy()
+    shop.fake.pay_in_full(invoice_id)
+    await shop.ipn(shop.fake.legacy_ipn(invoice_id, status="confirmed"))
+    assert (await Order.get(id=order_id)).status == OrderStatus.SETTLED
+    shop.fake.mark_invalid(invoice_id)
+    answer = await shop.ipn(shop.fake.legacy_ipn(invoice_id))
+    assert answer.status_code == 200, answer.text
+    assert (await Order.get(id=order_id)).status == OrderStatus.REVERSED
+    [license_] = await License.filter(order_id=order_id)
+    assert license_.status == LicenseStatus.REVOKED
+
+
+async def test_slow_legacy_calls_do_not_starve_the_shared_thread_pool(shop: LegacyShop) -> None:
+    # item 9.13: btcpay-python calls run in the provider's own bounded pool
+    invoices = [(await shop.buy())[1] for _ in range(12)]
+    shop.fake.delay_seconds = 1.0
+    slow = asyncio.gather(*(shop.provider.fetch_status(i) for i in invoices))
+    await asyncio.sleep(0.1)
+    started = asyncio.get_running_loop().time()
+    await asyncio.to_thread(int)  # any other blocking work in the process
+    waited = asyncio.get_running_loop().time() - started
+    await slow
+    assert waited < 0.5
 
 
 async def test_merchant_token_never_reaches_the_answer_or_the_log(
