@@ -112,7 +112,7 @@ class GreenfieldClient:
             raise ProviderRejected("BTCPay returned an unreadable invoice") from exc
 
     async def invoices_for_order(self, order_id: str) -> list[Invoice]:
-        """`GET .../invoices?orderId=`: BTCPay indexes `metadata.orderId`; newest first."""
+        """`GET .../invoices?orderId=` (BTCPay indexes `metadata.orderId`, notes §2)."""
         found = await self._get_json(
             self._invoices_path(), "the invoice list", params={"orderId": order_id}
         )

@@ -160,8 +160,9 @@ class FakeBTCPay(BTCPayState):
         return JSONResponse(invoice.greenfield(self._base()))
 
     async def _gf_list(self, request: Request) -> Response:
-        """`GET .../invoices?orderId=a&orderId=b`: newest first, as BTCPay lists them
-        (GreenfieldInvoiceController.GetInvoices; `orderId` is repeatable)."""
+        """`GET .../invoices?orderId=a&orderId=b` (operation `Invoices_GetInvoices` in BTCPay's
+        own swagger.template.invoices.json, vendored in tests/specs/btcpay: `orderId` is a
+        repeatable query parameter). Listed newest first here."""
         if (early := await self._gate(request)) or (early := self._gf_auth(request)):
             return early
         self.received.append(("GET", str(request.url.path) + "?" + request.url.query, None))
