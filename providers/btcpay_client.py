@@ -13,8 +13,8 @@ from config.settings import BtcpaySettings
 from providers.btcpay_shapes import (
     Invoice,
     PaymentMethod,
-    floor_minor,
     is_invoice_id,
+    nearest_minor,
     segment,
     settled_value,
 )
@@ -143,4 +143,4 @@ class GreenfieldClient:
             methods = [PaymentMethod.model_validate(item) for item in data or []]
         except (ValidationError, TypeError) as exc:
             raise ProviderUnavailable("BTCPay returned unreadable payment methods") from exc
-        return floor_minor(settled_value(methods), invoice.currency)
+        return nearest_minor(settled_value(methods), invoice.currency)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from config.money import MoneyError, to_minor
-from providers.btcpay_shapes import Invoice, floor_minor
+from providers.btcpay_shapes import Invoice, nearest_minor
 from providers.errors import ProviderUnavailable
 from providers.events import PaymentSettled
 
@@ -28,7 +28,7 @@ def paid_minor(invoice: Invoice) -> int | None:
     if invoice.paidAmount is None:
         return None
     try:
-        return floor_minor(invoice.paidAmount, invoice.currency.upper())
+        return nearest_minor(invoice.paidAmount, invoice.currency.upper())
     except MoneyError:
         return None
 

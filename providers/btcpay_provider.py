@@ -22,7 +22,7 @@ from config.settings import BtcpaySettings, SettingsError, env_name
 from providers.base import CheckoutRequest, CheckoutSession
 from providers.btcpay_client import GreenfieldClient
 from providers.btcpay_events import failure_reason, paid_minor, price_minor, settled_notes
-from providers.btcpay_shapes import Invoice, WebhookBody, floor_minor, is_invoice_id
+from providers.btcpay_shapes import Invoice, WebhookBody, is_invoice_id, nearest_minor
 from providers.btcpay_signature import SIGNATURE_HEADER as SIGNATURE_HEADER
 from providers.btcpay_signature import sign_body as sign_body
 from providers.btcpay_signature import verify_signature as verify_signature
@@ -328,7 +328,7 @@ class BTCPayProvider:
             # Marked settled by the merchant: their word is the payment, whatever arrived.
             amount = price_minor(invoice.amount, invoice.currency)
         else:
-            amount = floor_minor(invoice.paidAmount, invoice.currency)
+            amount = nearest_minor(invoice.paidAmount, invoice.currency)
         return self._event_settled(amount, invoice, dedupe_key, settled_notes(extra), common)
 
     def _event_settled(

@@ -9,7 +9,7 @@ an `invoiceId` with control characters or `%2e%2e%2f`): typed parsing turns that
 from __future__ import annotations
 
 import re
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -100,7 +100,9 @@ def settled_value(methods: list[PaymentMethod]) -> Decimal:
     return total
 
 
-def floor_minor(amount: Decimal, currency: str) -> int:
-    """Minor units, rounded down: a fraction of a cent paid is not a cent paid."""
+def nearest_minor(amount: Decimal, currency: str) -> int:
+    """Minor units, to the nearest one. BTCPay converts satoshis back at its rate, so a
+    payment BTCPay judged complete can come out a hair under the price (9.98999...): less
+    than half a minor unit is rounding, not underpayment; a real shortfall stays short."""
     scaled = amount.scaleb(exponent(currency))
-    return int(scaled.to_integral_value(rounding=ROUND_FLOOR))
+    return int(scaled.to_integral_value(rounding=ROUND_HALF_UP))

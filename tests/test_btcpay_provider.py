@@ -651,3 +651,31 @@ async def test_refused_settle_claim_does_not_block_the_genuine_one_through_the_a
             assert await License.filter(order_id=order_id).count() == 1
     finally:
         await harness.aclose()
+
+
+# -- amounts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("paid", "currency", "minor"),
+    [
+        ("9.98999999", "USD", 999),
+        ("9.00", "USD", 900),
+        ("9.994", "USD", 999),
+        ("1499.6", "JPY", 1500),
+    ],
+)
+async def test_paid_amount_is_rounded_to_the_nearest_minor_unit(
+    env: Env, paid: str, currency: str, minor: int
+) -> None:
+    # BTCPay converts satoshis back at its rate; sub-minor-unit dust is not underpayment
+    invoice_id = env.invoice("9.99" if currency == "USD" else "1500", currency)
+    env.fake.pay_in_full(invoice_id)
+    env.fake.invoices[invoice_id].payments[0].fiat = Decimal(paid)
+    [event] = await env.provider.parse_webhook(*_signed_settled(env, invoice_id))
+    assert isinstance(event, PaymentSettled)
+    assert event.amount_minor == minor
+
+
+def _signed_settled(env: Env, invoice_id: str) -> tuple[bytes, dict[str, str]]:
+    return env.signed({"type": "InvoiceSettled", "invoiceId": invoice_id})
