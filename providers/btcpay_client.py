@@ -75,6 +75,9 @@ class GreenfieldClient:
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._client.request(method, path, **kwargs)
+        except httpx.InvalidURL as exc:
+            # Ids are shape-checked before they get here; never let one become a 500.
+            raise WebhookPayloadError("not a usable BTCPay URL") from exc
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"BTCPay unreachable: {type(exc).__name__}") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):
