@@ -127,6 +127,18 @@ async def test_late_payment_settles_only_when_settled_payments_cover_the_price(
         assert len(await _licenses(order_id)) == 1
 
 
+async def test_late_payment_under_policy_review_needs_review_not_failed(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    # item 10 (provider side): the payment must be visible as needing a human
+    async with open_shop(late_payment="review") as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id))
+        order = await _order(order_id)
+        assert order.status == OrderStatus.NEEDS_REVIEW
+        assert await _licenses(order_id) == []
+
+
 # -- item 3: what was paid, not the price --------------------------------------------------
 
 
