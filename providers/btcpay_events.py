@@ -29,8 +29,8 @@ def paid_minor(invoice: Invoice) -> int | None:
         return None
     try:
         return nearest_minor(invoice.paidAmount, invoice.currency.upper())
-    except MoneyError:
-        return None
+    except ProviderUnavailable:
+        return None  # only informative on a pending event
 
 
 def settled_event(

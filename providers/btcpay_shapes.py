@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.money import exponent
+from config.money import MoneyError, exponent
+from providers.errors import ProviderUnavailable
 
 # BTCPay invoice ids are base58 (22 characters today, other lengths in old versions); the
 # retired "Test webhook" button sent `__test__<guid>__test__`. Nothing else goes in a URL.
@@ -104,5 +105,9 @@ def nearest_minor(amount: Decimal, currency: str) -> int:
     """Minor units, to the nearest one. BTCPay converts satoshis back at its rate, so a
     payment BTCPay judged complete can come out a hair under the price (9.98999...): less
     than half a minor unit is rounding, not underpayment; a real shortfall stays short."""
-    scaled = amount.scaleb(exponent(currency))
-    return int(scaled.to_integral_value(rounding=ROUND_HALF_UP))
+    try:
+        scaled = amount.scaleb(exponent(currency))
+        return int(scaled.to_integral_value(rounding=ROUND_HALF_UP))
+    except (MoneyError, ArithmeticError) as exc:
+        # A fetched invoice is BTCPay's answer, not the sender's: let BTCPay retry.
+        raise ProviderUnavailable(f"BTCPay invoice has no usable amount: {exc}") from exc

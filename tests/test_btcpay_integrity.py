@@ -247,13 +247,24 @@ async def test_instant_late_payment_seen_before_paid_late_still_settles(
 # -- issue 9 items 2, 14, 15: foreign and odd but signed payloads ----------------------------
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "metadata"),
+    [
+        ("9.99", "USD", {"orderId": "woocommerce-" + "9" * 60}),
+        ("0.0002", "BTC", {"orderId": "1042"}),
+        ("9.99", "USD", {}),
+    ],
+    ids=["long-order-id", "btc-priced", "no-order-id"],
+)
 async def test_invoice_of_another_app_in_the_same_store_is_ignored(
     open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+    amount: str,
+    currency: str,
+    metadata: dict[str, str],
 ) -> None:
+    # issue 9 item 2: another app's orderId must not reach our orders table
     async with open_shop() as shop:
-        invoice, _ = shop.fake.create_invoice(
-            amount="9.99", metadata={"orderId": "woocommerce-" + "9" * 60}
-        )
+        invoice, _ = shop.fake.create_invoice(amount=amount, currency=currency, metadata=metadata)
         resp = await shop.deliver(shop.fake.pay_in_full(invoice.id))
         assert [r.status_code for r in resp] == [200] * len(resp)
         assert {r.json()["events"][0]["result"] for r in resp} == {"ignored"}
