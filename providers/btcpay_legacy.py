@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 
 import requests
 from btcpay import BTCPayClient, crypto
+from pydantic import ValidationError
 
 from config.money import format_decimal
 from config.settings import BtcpaySettings, SettingsError, env_name
 from providers.base import CheckoutRequest, CheckoutSession
 from providers.btcpay_events import settled_event
-from providers.btcpay_shapes import is_invoice_id
+from providers.btcpay_shapes import LegacyIpn, is_invoice_id
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
 from providers.events import (
     Ignored,
@@ -133,15 +134,12 @@ def _translate(exc: Exception, what: str, *secrets: str) -> Exception:
 
 def _invoice_id_of(body: bytes) -> str | None:
     """The invoice id an IPN names, if it has the shape of one (unverified: IPNs are
-    unsigned). Non-extended IPNs are the bare `data` object, extended ones wrap it."""
+    unsigned). Any body that is not such an IPN (not JSON, nested too deep, wrong types)
+    names none."""
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
+        invoice_id = LegacyIpn.model_validate_json(body).invoice_id
+    except ValidationError:
         return None
-    invoice_id = None
-    if isinstance(payload, dict):
-        data = payload.get("data")
-        invoice_id = data.get("id") if isinstance(data, dict) else payload.get("id")
     return invoice_id if is_invoice_id(invoice_id) else None
 
 

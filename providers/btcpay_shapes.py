@@ -53,6 +53,22 @@ class WebhookBody(_Shape):
     pullPaymentId: str | None = Field(default=None, max_length=200)
 
 
+class _IpnData(_Shape):
+    id: str | None = Field(default=None, max_length=200)
+
+
+class LegacyIpn(_Shape):
+    """A legacy (BitPay) IPN: the bare `data` object, or `{"event", "data"}` when extended
+    (BitpayIPNSender.SendNotification). Unsigned: only the invoice id is read from it."""
+
+    id: str | None = Field(default=None, max_length=200)
+    data: _IpnData | None = None
+
+    @property
+    def invoice_id(self) -> str | None:
+        return self.data.id if self.data is not None else self.id
+
+
 class Invoice(_Shape):
     """A Greenfield `InvoiceData` as fetched from BTCPay (the only source we trust)."""
 
