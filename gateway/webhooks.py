@@ -12,6 +12,7 @@ from gateway import metrics
 from gateway.apply import Result
 from gateway.errors import NotFound
 from gateway.instrumented import outcome_of
+from gateway.models import Order
 from gateway.state import AppState
 from providers.errors import ProviderError, WebhookSignatureError
 from providers.events import Ignored, PaymentReversed
@@ -32,6 +33,20 @@ async def webhook(request: Request) -> Response:
     alarm = request.app.state.webhook_alarm
     # The exact bytes: signatures are over them, and any re-serialisation breaks them.
     body = await request.body()
+    # Unsigned notifications (legacy BTCPay IPN) cost a signed provider call each: drop
+    # those naming a checkout we never created before making any.
+    claimed = getattr(provider, "unverified_ref", None)
+    if claimed is not None:
+        ref = claimed(body)
+        if ref is not None and not await Order.exists(provider=name, provider_ref=ref):
+            log.info("%s notification for a checkout we never created: dropped", name)
+            detail = "not a checkout of ours"
+            return JSONResponse(
+                {
+                    "received": 1,
+                    "events": [{"result": "ignored", "detail": detail, "order_id": None}],
+                }
+            )
     try:
         events = await provider.parse_webhook(body, request.headers)
     except ProviderError as exc:

@@ -9,7 +9,7 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -72,6 +72,46 @@ def verify_bitid(message: str, identity: str, signature: str) -> bool:
         return False
 
 
+# Fake exchange rate, invoice currency per BTC: a round number so that a fiat amount with
+# two or three decimals converts to whole satoshis and back without loss.
+FAKE_RATE = Decimal(50000)
+_SATOSHI = Decimal("0.00000001")
+
+
+@dataclass(slots=True)
+class FakePayment:
+    """One payment to an invoice, with BTCPay's per-payment status.
+
+    BTCPay counts a payment towards the invoice ("accounted") while it is `Processing` or
+    `Settled` (`PaymentEntity.Accounted => Status is PaymentStatus.Settled or
+    PaymentStatus.Processing`, BTCPayServer/Services/Invoices/InvoiceEntity.cs); only
+    `Settled` has reached the store's confirmation policy. An RBF-replaced payment turns
+    `Invalid` and is no longer listed (`onlyAccountedPayments=true` by default).
+    """
+
+    id: str
+    method: str
+    # In the invoice currency; the API shows it in BTC at FAKE_RATE.
+    fiat: Decimal
+    status: str
+    received: int
+
+    @property
+    def btc(self) -> Decimal:
+        return (self.fiat / FAKE_RATE).quantize(_SATOSHI)
+
+    def model(self, destination: str) -> dict[str, Any]:
+        """BTCPay's `Payment` schema (GreenfieldInvoiceController.ToPaymentModel)."""
+        return {
+            "id": self.id,
+            "receivedDate": self.received,
+            "value": str(self.btc),
+            "fee": "0",
+            "status": self.status,
+            "destination": destination,
+        }
+
+
 @dataclass(slots=True)
 class FakeInvoice:
     id: str
@@ -84,8 +124,44 @@ class FakeInvoice:
     expiration: int
     status: str = "New"
     additional_status: str = "None"
-    paid: Decimal = Decimal(0)
+    payments: list[FakePayment] = field(default_factory=list)
+    # Pull payment ids of refunds the merchant made.
+    refunds: list[str] = field(default_factory=list)
     notification_url: str | None = None
+
+    @property
+    def paid(self) -> Decimal:
+        """What BTCPay reports as `paidAmount`: every accounted payment, settled or not."""
+        accounted = (p.fiat for p in self.payments if p.status in ("Processing", "Settled"))
+        return sum(accounted, Decimal(0))
+
+    def payment_methods(self) -> list[dict[str, Any]]:
+        """`GET .../invoices/{id}/payment-methods`: one entry per method, with its payments."""
+        amount = self.amount if self.amount is not None else Decimal(0)
+        total_btc = sum((p.btc for p in self.payments if p.status != "Invalid"), Decimal(0))
+        out = []
+        for method in self.checkout.get("paymentMethods") or ["BTC-CHAIN"]:
+            mine = [p for p in self.payments if p.method == method and p.status != "Invalid"]
+            destination = _destination(self.id, method)
+            due_btc = (amount / FAKE_RATE).quantize(_SATOSHI)
+            out.append(
+                {
+                    "paymentMethodId": method,
+                    "currency": "BTC",
+                    "destination": destination,
+                    "paymentLink": f"bitcoin:{destination}",
+                    "rate": str(FAKE_RATE),
+                    "paymentMethodPaid": str(sum((p.btc for p in mine), Decimal(0))),
+                    "totalPaid": str(total_btc),
+                    "due": str(due_btc - total_btc),
+                    "amount": str(due_btc),
+                    "paymentMethodFee": "0",
+                    "payments": [p.model(destination) for p in mine],
+                    "activated": True,
+                    "additionalData": {},
+                }
+            )
+        return out
 
     def greenfield(self, base_url: str) -> dict[str, Any]:
         return {
@@ -134,6 +210,12 @@ class FakeInvoice:
             "buyerFields": {"buyerEmail": buyer_email} if buyer_email else None,
             "amountPaid": str(self.paid),
         }
+
+
+def _destination(invoice_id: str, method: str) -> str:
+    if method.endswith("-LN"):
+        return f"lnbcrt1fake{invoice_id.lower()}"
+    return f"bcrt1qfake{invoice_id.lower()}"
 
 
 @dataclass(frozen=True, slots=True)

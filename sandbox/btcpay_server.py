@@ -83,6 +83,11 @@ class FakeBTCPay(BTCPayState):
                 Route("/api/v1/stores/{store_id}/invoices", self._gf_create, methods=["POST"]),
                 Route("/api/v1/stores/{store_id}/invoices", self._gf_list, methods=["GET"]),
                 Route(
+                    "/api/v1/stores/{store_id}/invoices/{invoice_id}/payment-methods",
+                    self._gf_payment_methods,
+                    methods=["GET"],
+                ),
+                Route(
                     "/api/v1/stores/{store_id}/invoices/{invoice_id}",
                     self._gf_get,
                     methods=["GET"],
@@ -122,15 +127,6 @@ class FakeBTCPay(BTCPayState):
             )
         return None
 
-    async def _gf_list(self, request: Request) -> Response:
-        # `checkout-gateway check-config` reads `?take=1`: needs only canviewinvoices.
-        if (early := await self._gate(request)) or (early := self._gf_auth(request)):
-            return early
-        raw = request.query_params.get("take", "")
-        take = int(raw) if raw.isdigit() else len(self.invoices)
-        newest = list(reversed(self.invoices.values()))[:take]
-        return JSONResponse([invoice.greenfield(self._base()) for invoice in newest])
-
     async def _gf_create(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._gf_auth(request)):
             return early
@@ -162,6 +158,37 @@ class FakeBTCPay(BTCPayState):
                 status_code=404,
             )
         return JSONResponse(invoice.greenfield(self._base()))
+
+    async def _gf_list(self, request: Request) -> Response:
+        """`GET .../invoices?orderId=a&orderId=b` (operation `Invoices_GetInvoices` in BTCPay's
+        own swagger.template.invoices.json, vendored in tests/specs/btcpay: `orderId` is a
+        repeatable query parameter; `take` bounds the page). Listed newest first here.
+        `checkout-gateway check-config` pings with `?take=1` (needs only canviewinvoices)."""
+        if (early := await self._gate(request)) or (early := self._gf_auth(request)):
+            return early
+        self.received.append(("GET", str(request.url.path) + "?" + request.url.query, None))
+        wanted = set(request.query_params.getlist("orderId"))
+        found = [
+            inv.greenfield(self._base())
+            for inv in sorted(self.invoices.values(), key=lambda i: -i.created)
+            if not wanted or inv.metadata.get("orderId") in wanted
+        ]
+        raw = request.query_params.get("take", "")
+        return JSONResponse(found[: int(raw)] if raw.isdigit() else found)
+
+    async def _gf_payment_methods(self, request: Request) -> Response:
+        """`GET .../invoices/{id}/payment-methods` with `payments[].status` per payment
+        (BTCPay `InvoicePaymentMethodDataModel`; accounted payments only by default)."""
+        if (early := await self._gate(request)) or (early := self._gf_auth(request)):
+            return early
+        self.received.append(("GET", request.url.path, None))
+        invoice = self.invoices.get(request.path_params["invoice_id"])
+        if invoice is None:
+            return JSONResponse(
+                {"code": "invoice-not-found", "message": "The invoice was not found"},
+                status_code=404,
+            )
+        return JSONResponse(invoice.payment_methods())
 
     async def _legacy_pair(self, request: Request) -> Response:
         if early := await self._gate(request):
@@ -237,6 +264,7 @@ class FakeBTCPay(BTCPayState):
         signed = str(request.url)
         if denied := self._legacy_auth(request, signed, request.query_params.get("token")):
             return denied
+        self.received.append(("GET", request.url.path, None))
         invoice = self.invoices.get(request.path_params["invoice_id"])
         if invoice is None:
             return JSONResponse({"error": "Object not found"}, status_code=404)
@@ -274,18 +302,48 @@ class FakeBTCPay(BTCPayState):
             await self.post_deliveries(deliveries)
         invoice = self.invoices[invoice_id]
         if deliver and invoice.notification_url:
-            await self._post_ipn(invoice)
+            for status in legacy_ipn_statuses(deliveries):
+                await self._post_ipn(invoice, status)
         if "text/html" in request.headers.get("accept", ""):
             return RedirectResponse(f"/i/{invoice_id}", status_code=303)
         return JSONResponse({"deliveries": [d.event_type for d in deliveries]})
 
-    async def _post_ipn(self, invoice: FakeInvoice) -> None:
+    async def _post_ipn(self, invoice: FakeInvoice, status: str | None) -> None:
         assert invoice.notification_url is not None
+        body = self.legacy_ipn(invoice.id, status=status)
         try:
             async with httpx.AsyncClient(timeout=10) as client:
-                await client.post(invoice.notification_url, content=self.legacy_ipn(invoice.id))
+                await client.post(invoice.notification_url, content=body)
         except httpx.HTTPError as exc:
             log.warning("fake btcpay: IPN delivery failed: %s", exc)
+
+
+# Greenfield webhook type -> legacy IPN `status` override, for the IPNs BTCPay sends to an
+# invoice created with `fullNotifications: true` (what the gateway sends).
+# BitpayIPNSender.StartAsync (BTCPayServer/Plugins/Bitpay/BitpayIPNSender.cs): full
+# notifications fire on Expired, PaidInFull, MarkedInvalid, MarkedCompleted,
+# FailedToConfirm, Completed, ExpiredPaidPartial, and every invoice gets Confirmed; the
+# status is forced to "paid" for PaidInFull and "confirmed" for Confirmed. A late payment
+# raises only ReceivedPayment/PaidAfterExpiration/PaymentSettled, none of which is in that
+# list: **no IPN after expiry** (issue 8 item 12). Refunds send none either.
+_LEGACY_IPN = {
+    "InvoiceExpired": None,
+    "InvoiceExpiredPaidPartial": None,
+    "InvoiceProcessing": "paid",
+    "InvoiceInvalid": None,
+}
+
+
+def legacy_ipn_statuses(deliveries: list[Delivery]) -> list[str | None]:
+    """The IPNs (as `status` overrides) real BTCPay would POST for these webhook events."""
+    out: list[str | None] = []
+    for delivery in deliveries:
+        if delivery.event_type == "InvoiceSettled":
+            manual = b'"manuallyMarked": true' in delivery.body
+            out.append(None if manual else "confirmed")
+        elif delivery.event_type in _LEGACY_IPN:
+            out.append(_LEGACY_IPN[delivery.event_type])
+    return out
 
 
 _ACTIONS = {
@@ -296,6 +354,9 @@ _ACTIONS = {
     "overpay": FakeBTCPay.overpay,
     "expire": FakeBTCPay.expire,
     "pay-late": FakeBTCPay.pay_after_expiry,
+    "pay-late-unconfirmed": FakeBTCPay.pay_late_unconfirmed,
+    "pay-late-instant": FakeBTCPay.pay_late_instant,
+    "refund": FakeBTCPay.refund,
     "mark-settled": FakeBTCPay.mark_settled,
     "mark-invalid": FakeBTCPay.mark_invalid,
     "fail-to-confirm": FakeBTCPay.fail_to_confirm,

@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from providers.btcpay_provider import BTCPayProvider, sign_body, verify_signatur
 from sandbox.btcpay_harness import BTCPayGreenfieldHarness
 from sandbox.btcpay_payloads import Delivery
 from sandbox.btcpay_payloads import newtonsoft_json as newtonsoft_json
-from sandbox.btcpay_server import FakeBTCPay
+from sandbox.btcpay_server import FakeBTCPay, legacy_ipn_statuses
 
 SPEC_DIR = Path(__file__).parent / "specs" / "btcpay"
 SHARED_SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "specs" / "btcpay"
@@ -43,7 +44,7 @@ BLOBS = {
     "swagger.template.stores-wallet.on-chain.json": "f92c30fa9dfd2b807dbef31b88c08b3950938d38",
 }
 # Emitted by BTCPay >= 2.1.2 but missing from x-webhooks: validated as the base event.
-UNSPECIFIED_TYPES = {"InvoiceExpiredPaidPartial", "InvoicePaidAfterExpiration"}
+UNSPECIFIED_TYPES = {"InvoiceExpiredPaidPartial", "InvoicePaidAfterExpiration", "InvoiceRefund"}
 
 # Our own sample from ../shared/notes/btcpay.md §8a with its published HMAC (secret
 # "my-webhook-secret"): pins both our verifier and the fake's Newtonsoft-style bytes.
@@ -195,7 +196,7 @@ async def greenfield() -> AsyncIterator[tuple[BTCPayGreenfieldHarness, BTCPayPro
 
 def _request(amount_minor: int = 999, currency: str = "USD") -> CheckoutRequest:
     return CheckoutRequest(
-        order_id="ord_contract",
+        order_id="ord_c0000000000000000000",
         product_id="pro",
         product_name="Pro",
         description="Pro license (1 seat)",
@@ -215,7 +216,7 @@ async def test_create_invoice_request_matches_create_invoice_request_schema(
 ) -> None:
     harness, provider = greenfield
     await provider.create_checkout(_request(amount_minor, currency))
-    [(method, _, body)] = harness.fake.received
+    [(method, _, body)] = [r for r in harness.fake.received if r[0] == "POST"]
     assert method == "POST"
     assert schema_errors("CreateInvoiceRequest", body) == []
     assert isinstance(body["amount"], str)
@@ -228,6 +229,10 @@ LIFECYCLES: dict[str, list[Control]] = {
     "partial then expired": [FakeBTCPay.pay_partially, FakeBTCPay.expire],
     "expired": [FakeBTCPay.expire],
     "paid late": [FakeBTCPay.pay_after_expiry],
+    "paid late, unconfirmed": [FakeBTCPay.pay_late_unconfirmed, FakeBTCPay.confirm],
+    "paid late, instant": [FakeBTCPay.pay_late_instant],
+    "refunded": [FakeBTCPay.pay_in_full, FakeBTCPay.refund],
+    "settled then marked invalid": [FakeBTCPay.pay_in_full, FakeBTCPay.mark_invalid],
     "marked settled": [FakeBTCPay.mark_settled],
     "marked invalid": [FakeBTCPay.mark_invalid],
     "failed to confirm": [FakeBTCPay.receive_full_payment, FakeBTCPay.fail_to_confirm],
@@ -247,15 +252,31 @@ async def test_fake_invoices_and_webhooks_match_the_spec_in_every_state(
     ) as client:
         path = f"/api/v1/stores/{harness.fake.store_id}/invoices/{session.provider_ref}"
         invoices = [(await client.get(path)).json()]
+        methods = [(await client.get(path + "/payment-methods")).json()]
         for step in steps:
             step(harness.fake, session.provider_ref)
             invoices.append((await client.get(path)).json())
-    for invoice in invoices:
+            methods.append((await client.get(path + "/payment-methods")).json())
+        listed = await client.get(
+            f"/api/v1/stores/{harness.fake.store_id}/invoices",
+            params={"orderId": "ord_c0000000000000000000"},
+        )
+    for invoice in [*invoices, *listed.json()]:
         assert schema_errors("InvoiceData", invoice) == []
+    assert [i["id"] for i in listed.json()] == [session.provider_ref]
+    for answer in methods:
+        assert answer, "an invoice always has payment methods"
+        for method in answer:
+            assert schema_errors("InvoicePaymentMethodDataModel", method) == []
+            for payment in method["payments"]:
+                assert payment["status"] in ("Processing", "Settled")
     deliveries = harness.fake.deliveries
     assert len(deliveries) > 1
     for delivery in [*deliveries, harness.fake.redeliver(deliveries[-1])]:
         payload = json.loads(delivery.body)
+        if payload["type"] == "InvoiceRefund":
+            # base payload + pullPaymentId (WebhookInvoiceRefundEvent, notes §3)
+            assert isinstance(payload.pop("pullPaymentId"), str)
         assert schema_errors(webhook_schema(payload["type"]), payload) == [], payload["type"]
         verify_signature(harness.fake.webhook_secret, delivery.body, delivery.headers["btcpay-sig"])
 
@@ -309,3 +330,56 @@ async def test_invoice_list_answers_the_spec_shape_for_check_config() -> None:
     assert schema_errors("InvoiceDataList", one.json()) == []
     assert [i["metadata"]["orderId"] for i in one.json()] == ["o2"]
     assert refused.status_code == 401
+
+
+# -- the order real BTCPay sends things in (issue 8 item 13) ---------------------------------
+
+
+def _types(deliveries: list[Delivery]) -> list[str]:
+    return [d.event_type for d in deliveries]
+
+
+def test_greenfield_late_payment_comes_after_invoice_expired() -> None:
+    fake = FakeBTCPay()
+    invoice, _ = fake.create_invoice(amount="9.99", metadata={"orderId": "o"})
+    assert _types(fake.pay_after_expiry(invoice.id)) == [
+        "InvoiceExpired",
+        "InvoiceReceivedPayment",
+        "InvoicePaidAfterExpiration",
+        "InvoicePaymentSettled",
+    ]
+
+
+def test_instant_late_payment_settles_before_the_invoice_is_paid_late() -> None:
+    fake = FakeBTCPay()
+    invoice, _ = fake.create_invoice(amount="9.99", metadata={"orderId": "o"})
+    fake.expire(invoice.id)
+    deliveries = fake.pay_late_instant(invoice.id)
+    assert _types(deliveries) == [
+        "InvoiceReceivedPayment",
+        "InvoicePaymentSettled",
+        "InvoicePaidAfterExpiration",
+    ]
+    assert all(json.loads(d.body).get("afterExpiration", True) for d in deliveries)
+
+
+def test_each_payment_gets_its_own_payment_settled_event() -> None:
+    fake = FakeBTCPay()
+    invoice, _ = fake.create_invoice(amount="10.00", metadata={"orderId": "o"})
+    fake.pay_partially(invoice.id)
+    fake.pay(invoice.id, Decimal("5.00"))
+    confirmed = fake.confirm(invoice.id)
+    assert _types(confirmed) == ["InvoicePaymentSettled", "InvoicePaymentSettled", "InvoiceSettled"]
+    ids = {json.loads(d.body)["payment"]["id"] for d in confirmed[:2]}
+    assert len(ids) == 2
+
+
+def test_legacy_sends_no_ipn_for_a_late_payment() -> None:
+    fake = FakeBTCPay()
+    invoice, _ = fake.create_invoice(amount="9.99", metadata={"orderId": "o"})
+    expiry = fake.expire(invoice.id)
+    late = fake.pay_after_expiry(invoice.id)
+    assert legacy_ipn_statuses(expiry) == [None]
+    assert legacy_ipn_statuses(late) == []
+    paid, _ = fake.create_invoice(amount="9.99", metadata={"orderId": "p"})
+    assert legacy_ipn_statuses(fake.pay_in_full(paid.id)) == ["paid", "confirmed"]

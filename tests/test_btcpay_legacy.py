@@ -16,7 +16,13 @@ from config.settings import BtcpaySettings
 from providers.base import CheckoutRequest, PaymentProvider
 from providers.btcpay_legacy import BTCPayLegacyProvider, PairingError, pair_legacy
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
-from providers.events import Ignored, PaymentFailed, PaymentPending, PaymentSettled
+from providers.events import (
+    Ignored,
+    PaymentFailed,
+    PaymentNeedsReview,
+    PaymentPending,
+    PaymentSettled,
+)
 from sandbox.btcpay_harness import BTCPayLegacyHarness
 
 
@@ -26,7 +32,9 @@ class Legacy:
         self.fake = harness.fake
         self.provider = provider
 
-    def invoice(self, amount: str = "9.99", currency: str = "USD", order: str = "ord_1") -> str:
+    def invoice(
+        self, amount: str = "9.99", currency: str = "USD", order: str = "ord_00000000000000000001"
+    ) -> str:
         invoice, _ = self.fake.create_invoice(
             amount=amount, currency=currency, metadata={"orderId": order}
         )
@@ -54,17 +62,17 @@ async def review(tmp_path: Path) -> AsyncIterator[Legacy]:
 
 def checkout_request() -> CheckoutRequest:
     return CheckoutRequest(
-        order_id="ord_9",
+        order_id="ord_00000000000000000009",
         product_id="pro",
         product_name="Pro",
         description="Pro license (1 seat)",
         amount_minor=999,
         currency="USD",
         buyer_email="buyer@example.com",
-        success_url="https://shop.example/orders/ord_9",
+        success_url="https://shop.example/orders/ord_00000000000000000009",
         cancel_url="https://shop.example/cancel",
         notification_url="https://shop.example/webhooks/btcpay",
-        idempotency_key="ord_9",
+        idempotency_key="ord_00000000000000000009",
     )
 
 
@@ -158,9 +166,9 @@ async def test_create_checkout_goes_through_btcpay_python_with_a_decimal_price(
         session.checkout_url == f"{legacy.harness.settings().url}/invoice?id={session.provider_ref}"
     )
     assert body["price"] == "9.99"
-    assert body["orderId"] == "ord_9"
+    assert body["orderId"] == "ord_00000000000000000009"
     assert body["notificationURL"] == "https://shop.example/webhooks/btcpay"
-    assert body["redirectURL"] == "https://shop.example/orders/ord_9"
+    assert body["redirectURL"] == "https://shop.example/orders/ord_00000000000000000009"
     assert body["buyer"] == {"email": "buyer@example.com"}
     assert body["token"] in legacy.fake.legacy_tokens
 
@@ -229,10 +237,14 @@ async def test_genuine_ipn_after_completion_settles_with_fetched_values(legacy: 
     legacy.fake.pay_in_full(session.provider_ref)
     ipn = json.loads(legacy.fake.legacy_ipn(session.provider_ref, status="confirmed"))
     # the body is only a hint: lies in it change nothing
-    ipn |= {"price": 0.01, "orderId": "ord_forged", "currency": "JPY"}
+    ipn |= {"price": 0.01, "orderId": "ord_0000000000000000dead", "currency": "JPY"}
     [event] = await legacy.provider.parse_webhook(json.dumps(ipn).encode(), {})
     assert isinstance(event, PaymentSettled)
-    assert (event.order_id, event.amount_minor, event.currency) == ("ord_9", 999, "USD")
+    assert (event.order_id, event.amount_minor, event.currency) == (
+        "ord_00000000000000000009",
+        999,
+        "USD",
+    )
     assert event.dedupe_key == f"{session.provider_ref}:complete"
 
 
@@ -298,8 +310,11 @@ async def test_expired_partial_and_invalid_invoices_fail(legacy: Legacy) -> None
     legacy.fake.mark_invalid(marked)
     reasons = {}
     for invoice_id in (expired, partial, invalid, marked):
-        [event] = await legacy.provider.parse_webhook(legacy.fake.legacy_ipn(invoice_id), {})
+        event, *withdrawn = await legacy.provider.parse_webhook(
+            legacy.fake.legacy_ipn(invoice_id), {}
+        )
         assert isinstance(event, PaymentFailed)
+        assert len(withdrawn) == (invoice_id == marked)
         reasons[invoice_id] = event.reason
     assert reasons == {
         expired: "expired",
@@ -309,21 +324,25 @@ async def test_expired_partial_and_invalid_invoices_fail(legacy: Legacy) -> None
     }
 
 
-async def test_late_payment_settles_with_policy_settle(legacy: Legacy) -> None:
+async def test_late_payment_needs_review_even_with_policy_settle(legacy: Legacy) -> None:
+    # item 8.2: the legacy API cannot show confirmation, so no late payment auto-settles
     invoice_id = legacy.invoice()
-    legacy.fake.pay_after_expiry(invoice_id)
+    legacy.fake.pay_late_unconfirmed(invoice_id)
     [event] = await legacy.provider.parse_webhook(legacy.fake.legacy_ipn(invoice_id), {})
-    assert isinstance(event, PaymentSettled)
-    assert event.notes == ("paid after expiration",)
+    polled = await legacy.provider.fetch_status(invoice_id)
+    assert isinstance(event, PaymentNeedsReview)
     assert event.dedupe_key == f"{invoice_id}:paidLater"
+    # item 8.12: the reconciler's poll reports it too (BTCPay sends no IPN for it)
+    assert isinstance(polled, PaymentNeedsReview)
+    assert polled.dedupe_key == event.dedupe_key
 
 
-async def test_late_payment_is_parked_with_policy_review(review: Legacy) -> None:
+async def test_late_payment_needs_review_with_policy_review(review: Legacy) -> None:
     invoice_id = review.invoice()
     review.fake.pay_after_expiry(invoice_id)
     [event] = await review.provider.parse_webhook(review.fake.legacy_ipn(invoice_id), {})
-    assert isinstance(event, PaymentPending)
-    assert "review" in event.detail
+    assert isinstance(event, PaymentNeedsReview)
+    assert "check it in BTCPay" in event.reason
 
 
 async def test_fetch_status_maps_the_legacy_invoice(legacy: Legacy) -> None:

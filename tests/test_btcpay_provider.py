@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -25,7 +26,9 @@ from providers.events import (
     Ignored,
     PaymentEvent,
     PaymentFailed,
+    PaymentNeedsReview,
     PaymentPending,
+    PaymentReversed,
     PaymentSettled,
     ProviderName,
 )
@@ -42,7 +45,9 @@ class Env:
         self.fake = harness.fake
         self.provider = provider
 
-    def invoice(self, amount: str = "9.99", currency: str = "USD", order: str = "ord_1") -> str:
+    def invoice(
+        self, amount: str = "9.99", currency: str = "USD", order: str = "ord_00000000000000000001"
+    ) -> str:
         invoice, _ = self.fake.create_invoice(
             amount=amount, currency=currency, metadata={"orderId": order, "itemCode": "pro"}
         )
@@ -81,18 +86,22 @@ async def review_env() -> AsyncIterator[Env]:
 
 def checkout_request(amount_minor: int = 999, currency: str = "USD") -> CheckoutRequest:
     return CheckoutRequest(
-        order_id="ord_42",
+        order_id="ord_00000000000000000042",
         product_id="pro",
         product_name="Pro",
         description="Pro license (1 seat)",
         amount_minor=amount_minor,
         currency=currency,
         buyer_email="buyer@example.com",
-        success_url="https://shop.example/orders/ord_42",
+        success_url="https://shop.example/orders/ord_00000000000000000042",
         cancel_url="https://shop.example/cancel",
         notification_url="https://shop.example/webhooks/btcpay",
-        idempotency_key="ord_42",
+        idempotency_key="ord_00000000000000000042",
     )
+
+
+def _posts(env: Env) -> list[tuple[str, str, Any]]:
+    return [r for r in env.fake.received if r[0] == "POST"]
 
 
 def _of_type(deliveries: list[Delivery], event_type: str) -> Delivery:
@@ -110,7 +119,7 @@ def test_provider_satisfies_the_protocol(env: Env) -> None:
 async def test_create_checkout_returns_invoice_id_and_checkout_link(env: Env) -> None:
     session = await env.provider.create_checkout(checkout_request())
 
-    [(_, path, body)] = env.fake.received
+    [(_, path, body)] = _posts(env)
     invoice = env.fake.invoices[session.provider_ref]
     assert path == f"/api/v1/stores/{env.fake.store_id}/invoices"
     assert session.checkout_url == f"http://btcpay.test/i/{invoice.id}"
@@ -120,7 +129,7 @@ async def test_create_checkout_returns_invoice_id_and_checkout_link(env: Env) ->
         "amount": "9.99",
         "currency": "USD",
         "metadata": {
-            "orderId": "ord_42",
+            "orderId": "ord_00000000000000000042",
             "buyerEmail": "buyer@example.com",
             "itemDesc": "Pro license (1 seat)",
             "itemCode": "pro",
@@ -128,7 +137,8 @@ async def test_create_checkout_returns_invoice_id_and_checkout_link(env: Env) ->
         "checkout": {
             "speedPolicy": "MediumSpeed",
             "expirationMinutes": 30,
-            "redirectURL": "https://shop.example/orders/ord_42",
+            "paymentTolerance": 0,
+            "redirectURL": "https://shop.example/orders/ord_00000000000000000042",
         },
     }
 
@@ -141,7 +151,7 @@ async def test_create_checkout_sends_amount_as_decimal_string_in_currency_units(
     env: Env, amount_minor: int, currency: str, sent: str
 ) -> None:
     await env.provider.create_checkout(checkout_request(amount_minor, currency))
-    [(_, _, body)] = env.fake.received
+    [(_, _, body)] = _posts(env)
     assert (body["amount"], body["currency"]) == (sent, currency)
 
 
@@ -180,12 +190,14 @@ async def test_create_checkout_redirect_is_not_followed_and_is_rejected() -> Non
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.method)
+        if request.method == "GET":
+            return httpx.Response(200, json=[])  # no invoice yet for this order
         return httpx.Response(301, headers={"location": "https://btcpay.test/api"})
 
     provider = _provider_with(handler)
     with pytest.raises(ProviderRejected):
         await provider.create_checkout(checkout_request())
-    assert seen == ["POST"]
+    assert seen == ["GET", "POST"]
     await provider.aclose()
 
 
@@ -276,7 +288,7 @@ async def test_uppercase_hex_signature_is_accepted(env: Env) -> None:
 async def test_settle_webhook_refetches_and_uses_the_invoice_amount(
     env: Env, amount: str, currency: str, minor: int
 ) -> None:
-    invoice_id = env.invoice(amount, currency, order="ord_7")
+    invoice_id = env.invoice(amount, currency, order="ord_00000000000000000007")
     settled = _of_type(env.fake.pay_in_full(invoice_id), "InvoiceSettled")
 
     event = await env.parse(settled)
@@ -284,11 +296,12 @@ async def test_settle_webhook_refetches_and_uses_the_invoice_amount(
     assert event == PaymentSettled(
         provider=ProviderName.BTCPAY,
         provider_ref=invoice_id,
-        order_id="ord_7",
+        order_id="ord_00000000000000000007",
         dedupe_key=f"{invoice_id}:InvoiceSettled",
         occurred_at=event.occurred_at,  # type: ignore[union-attr]
         amount_minor=minor,
         currency=currency,
+        payment_ref=invoice_id,
     )
     assert ("GET", f"/api/v1/stores/{env.fake.store_id}/invoices/{invoice_id}", None) in (
         env.fake.received
@@ -306,14 +319,18 @@ async def test_redelivered_settle_has_a_new_delivery_id_and_the_same_dedupe_key(
 
 
 async def test_order_id_comes_from_the_fetched_invoice_not_the_webhook(env: Env) -> None:
-    invoice_id = env.invoice(order="ord_real")
+    invoice_id = env.invoice(order="ord_0000000000000000beef")
     env.fake.pay_in_full(invoice_id)
     body, headers = env.signed(
-        {"type": "InvoiceSettled", "invoiceId": invoice_id, "metadata": {"orderId": "ord_other"}}
+        {
+            "type": "InvoiceSettled",
+            "invoiceId": invoice_id,
+            "metadata": {"orderId": "ord_0000000000000000f00d"},
+        }
     )
     [event] = await env.provider.parse_webhook(body, headers)
     assert isinstance(event, PaymentSettled)
-    assert event.order_id == "ord_real"
+    assert event.order_id == "ord_0000000000000000beef"
 
 
 async def test_settle_claim_for_an_unsettled_invoice_settles_nothing(env: Env) -> None:
@@ -358,12 +375,12 @@ async def test_btcpay_unreachable_during_refetch_is_unavailable(env: Env) -> Non
 # -- flags, decided on the fetched invoice -------------------------------------------------
 
 
-async def test_overpaid_invoice_settles_for_the_invoice_amount_with_a_note(env: Env) -> None:
+async def test_overpaid_invoice_settles_for_what_was_paid_with_a_note(env: Env) -> None:
     invoice_id = env.invoice("9.99")
     events = await env.parse_all(env.fake.overpay(invoice_id))
     settled = events["InvoiceSettled"]
     assert isinstance(settled, PaymentSettled)
-    assert (settled.amount_minor, settled.notes) == (999, ("overpaid",))
+    assert (settled.amount_minor, settled.notes) == (1000, ("overpaid",))
 
 
 async def test_webhook_overpaid_flag_is_not_trusted(env: Env) -> None:
@@ -409,11 +426,15 @@ async def test_invoice_that_failed_to_confirm_fails_as_invalid(env: Env) -> None
     assert event.reason == "invalid"
 
 
-async def test_manually_marked_invalid_fails_with_that_reason(env: Env) -> None:
+async def test_manually_marked_invalid_fails_and_withdraws_any_settlement(env: Env) -> None:
     invoice_id = env.invoice()
-    event = await env.parse(env.fake.mark_invalid(invoice_id)[0])
-    assert isinstance(event, PaymentFailed)
-    assert event.reason == "manually marked invalid"
+    delivery = env.fake.mark_invalid(invoice_id)[0]
+    failed, withdrawn = await env.provider.parse_webhook(delivery.body, delivery.headers)
+    assert isinstance(failed, PaymentFailed)
+    assert failed.reason == "manually marked invalid"
+    assert isinstance(withdrawn, PaymentReversed)
+    assert withdrawn.payment_ref == invoice_id
+    assert withdrawn.dedupe_key != failed.dedupe_key
 
 
 async def test_manually_marked_settled_settles_with_a_note(env: Env) -> None:
@@ -438,7 +459,8 @@ async def test_payment_events_before_settlement_are_pending(env: Env) -> None:
     assert set(events) == {"InvoiceReceivedPayment", "InvoiceProcessing", "InvoicePaymentSettled"}
     for event_type, event in events.items():
         assert isinstance(event, PaymentPending)
-        assert event.dedupe_key == f"{invoice_id}:{event_type}"
+        assert event.dedupe_key.startswith(f"{invoice_id}:{event_type}")
+        assert event.amount_paid_minor == 999
 
 
 async def test_unrelated_events_are_ignored_without_a_refetch(env: Env) -> None:
@@ -458,26 +480,75 @@ async def test_unrelated_events_are_ignored_without_a_refetch(env: Env) -> None:
 
 async def test_late_payment_settles_once_confirmed_with_policy_settle(env: Env) -> None:
     invoice_id = env.invoice("9.99")
-    env.fake.expire(invoice_id)
-    events = await env.parse_all(env.fake.pay_after_expiry(invoice_id))
-
-    assert isinstance(events["InvoiceReceivedPayment"], PaymentPending)
-    assert isinstance(events["InvoicePaidAfterExpiration"], PaymentPending)
-    settled = events["InvoicePaymentSettled"]
+    deliveries = env.fake.pay_after_expiry(invoice_id)
+    # the fake sends what BTCPay sends, in its order: expiry first
+    assert [d.event_type for d in deliveries] == [
+        "InvoiceExpired",
+        "InvoiceReceivedPayment",
+        "InvoicePaidAfterExpiration",
+        "InvoicePaymentSettled",
+    ]
+    settled = await env.parse(deliveries[-1])
     assert isinstance(settled, PaymentSettled)
     assert settled.dedupe_key == f"{invoice_id}:PaidLate"
+    assert settled.payment_ref == invoice_id
     assert (settled.amount_minor, settled.notes) == (999, ("paid after expiration",))
 
 
-async def test_late_payment_is_parked_for_review_with_policy_review(review_env: Env) -> None:
+async def test_unconfirmed_late_payment_is_not_settled_and_asks_for_a_recheck(env: Env) -> None:
+    # item 8.1: PaidLate counts unconfirmed (replaceable) payments
+    invoice_id = env.invoice("9.99")
+    env.fake.expire(invoice_id)
+    env.fake.pay_after_expiry(invoice_id, Decimal("0.10"))  # confirmed, 1%
+    deliveries = env.fake.pay_after_expiry(invoice_id, confirmed=False)  # 99%, unconfirmed
+    for delivery in deliveries:
+        event = await env.parse(delivery)
+        assert isinstance(event, Ignored), delivery.event_type
+        assert event.recheck_soon
+    assert env.fake.invoices[invoice_id].additional_status == "PaidLate"
+    # once the big payment confirms, the re-check (or its webhook) settles for what settled
+    confirmed = env.fake.confirm(invoice_id)
+    settled = await env.parse(confirmed[-1])
+    assert isinstance(settled, PaymentSettled)
+    assert settled.amount_minor == 999
+    polled = await env.provider.fetch_status(invoice_id)
+    assert isinstance(polled, PaymentSettled)
+    assert (polled.dedupe_key, polled.amount_minor) == (settled.dedupe_key, 999)
+
+
+async def test_instant_late_payment_settled_before_paid_late_is_rechecked(env: Env) -> None:
+    # item 8.11: Lightning settles the payment before BTCPay marks the invoice PaidLate
+    invoice_id = env.invoice("9.99")
+    env.fake.expire(invoice_id)
+    inv = env.fake.invoices[invoice_id]
+    deliveries = env.fake.pay_after_expiry(invoice_id, instant=True)
+    assert [d.event_type for d in deliveries] == [
+        "InvoiceReceivedPayment",
+        "InvoicePaymentSettled",
+        "InvoicePaidAfterExpiration",
+    ]
+    # given our re-fetch of InvoicePaymentSettled ran before BTCPay set PaidLate
+    inv.additional_status = "None"
+    early = await env.parse(deliveries[1])
+    inv.additional_status = "PaidLate"
+    # then it did not take a slot and asked for a re-check; the re-check settles
+    assert isinstance(early, Ignored)
+    assert early.recheck_soon
+    polled = await env.provider.fetch_status(invoice_id)
+    assert isinstance(polled, PaymentSettled)
+    assert polled.dedupe_key == f"{invoice_id}:PaidLate"
+
+
+async def test_late_payment_needs_review_with_policy_review(review_env: Env) -> None:
     env = review_env
     invoice_id = env.invoice()
     events = await env.parse_all(env.fake.pay_after_expiry(invoice_id))
-    parked = events["InvoicePaymentSettled"]
     assert not any(isinstance(e, PaymentSettled) for e in events.values())
-    assert isinstance(parked, PaymentPending)
+    parked = events["InvoicePaymentSettled"]
+    assert isinstance(parked, PaymentNeedsReview)
     assert parked.dedupe_key == f"{invoice_id}:PaidLate"
-    assert "review" in parked.detail
+    assert (parked.amount_minor, parked.currency) == (999, "USD")
+    assert "review" in parked.reason
 
 
 async def test_reviewed_late_payment_marked_settled_in_btcpay_settles(review_env: Env) -> None:
@@ -504,7 +575,6 @@ def _move(invoice: FakeInvoice, status: str, extra: str = "None") -> None:
         ("Settled", "PaidOver", PaymentSettled, "InvoiceSettled"),
         ("Expired", "None", PaymentFailed, "InvoiceExpired"),
         ("Expired", "PaidPartial", PaymentFailed, "InvoiceExpired"),
-        ("Expired", "PaidLate", PaymentPending, "InvoicePaidAfterExpiration"),
         ("Invalid", "Marked", PaymentFailed, "InvoiceInvalid"),
     ],
 )
@@ -516,7 +586,7 @@ async def test_fetch_status_maps_the_invoice_with_webhook_dedupe_keys(
     event = await env.provider.fetch_status(invoice_id)
     assert isinstance(event, kind)
     assert event.dedupe_key == f"{invoice_id}:{key_suffix}"  # type: ignore[union-attr]
-    assert event.order_id == "ord_1"  # type: ignore[union-attr]
+    assert event.order_id == "ord_00000000000000000001"  # type: ignore[union-attr]
 
 
 async def test_fetch_status_of_a_new_or_unknown_invoice_is_none(env: Env) -> None:
@@ -581,3 +651,31 @@ async def test_refused_settle_claim_does_not_block_the_genuine_one_through_the_a
             assert await License.filter(order_id=order_id).count() == 1
     finally:
         await harness.aclose()
+
+
+# -- amounts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("paid", "currency", "minor"),
+    [
+        ("9.98999999", "USD", 999),
+        ("9.00", "USD", 900),
+        ("9.994", "USD", 999),
+        ("1499.6", "JPY", 1500),
+    ],
+)
+async def test_paid_amount_is_rounded_to_the_nearest_minor_unit(
+    env: Env, paid: str, currency: str, minor: int
+) -> None:
+    # BTCPay converts satoshis back at its rate; sub-minor-unit dust is not underpayment
+    invoice_id = env.invoice("9.99" if currency == "USD" else "1500", currency)
+    env.fake.pay_in_full(invoice_id)
+    env.fake.invoices[invoice_id].payments[0].fiat = Decimal(paid)
+    [event] = await env.provider.parse_webhook(*_signed_settled(env, invoice_id))
+    assert isinstance(event, PaymentSettled)
+    assert event.amount_minor == minor
+
+
+def _signed_settled(env: Env, invoice_id: str) -> tuple[bytes, dict[str, str]]:
+    return env.signed({"type": "InvoiceSettled", "invoiceId": invoice_id})

@@ -63,13 +63,15 @@ async def test_provider_satisfies_the_protocol(harness: Any) -> None:
 
 async def test_settle_fixture_becomes_payment_settled_with_our_order_id(harness: Any) -> None:
     provider = await _provider(harness)
-    body, headers = await _maybe(harness.signed_settle_webhook("ord_contract1", 999, "USD"))
+    body, headers = await _maybe(
+        harness.signed_settle_webhook("ord_c0000000000000000001", 999, "USD")
+    )
 
     events = await provider.parse_webhook(body, headers)
 
     settled = [e for e in events if isinstance(e, PaymentSettled)]
     assert len(settled) == 1
-    assert settled[0].order_id == "ord_contract1"
+    assert settled[0].order_id == "ord_c0000000000000000001"
     assert (settled[0].amount_minor, settled[0].currency) == (999, "USD")
     assert settled[0].provider == provider.name
     assert settled[0].dedupe_key
@@ -77,7 +79,9 @@ async def test_settle_fixture_becomes_payment_settled_with_our_order_id(harness:
 
 async def test_same_fact_has_a_stable_dedupe_key(harness: Any) -> None:
     provider = await _provider(harness)
-    body, headers = await _maybe(harness.signed_settle_webhook("ord_contract2", 3999, "USD"))
+    body, headers = await _maybe(
+        harness.signed_settle_webhook("ord_c0000000000000000002", 3999, "USD")
+    )
 
     first = await provider.parse_webhook(body, headers)
     second = await provider.parse_webhook(body, headers)
@@ -99,8 +103,10 @@ async def test_unrelated_event_is_ignored(harness: Any) -> None:
 
 async def test_one_tampered_byte_fails_verification(signed_harness: Any) -> None:
     provider = await _provider(signed_harness)
-    body, headers = await _maybe(signed_harness.signed_settle_webhook("ord_contract3", 999, "USD"))
-    tampered = body.replace(b"ord_contract3", b"ord_contract4")
+    body, headers = await _maybe(
+        signed_harness.signed_settle_webhook("ord_c0000000000000000003", 999, "USD")
+    )
+    tampered = body.replace(b"ord_c0000000000000000003", b"ord_c0000000000000000004")
     assert tampered != body
 
     with pytest.raises(WebhookSignatureError):
@@ -113,14 +119,14 @@ async def test_tampered_unsigned_ipn_cannot_redirect_a_settlement() -> None:
     harness = BTCPayLegacyHarness()
     try:
         provider = await harness.build_provider()
-        body, headers = await harness.signed_settle_webhook("ord_contract3", 999, "USD")
-        tampered = body.replace(b"ord_contract3", b"ord_contract4")
+        body, headers = await harness.signed_settle_webhook("ord_c0000000000000000003", 999, "USD")
+        tampered = body.replace(b"ord_c0000000000000000003", b"ord_c0000000000000000004")
         assert tampered != body
 
         events = await provider.parse_webhook(tampered, headers)
 
         settled = [e for e in events if isinstance(e, PaymentSettled)]
-        assert [e.order_id for e in settled] == ["ord_contract3"]
+        assert [e.order_id for e in settled] == ["ord_c0000000000000000003"]
     finally:
         await harness.aclose()
 
@@ -130,7 +136,9 @@ async def test_missing_or_empty_signature_is_rejected(
     signed_harness: Any, signature: str | None
 ) -> None:
     provider = await _provider(signed_harness)
-    body, headers = await _maybe(signed_harness.signed_settle_webhook("ord_contract5", 999, "USD"))
+    body, headers = await _maybe(
+        signed_harness.signed_settle_webhook("ord_c0000000000000000005", 999, "USD")
+    )
     kept = {k: v for k, v in headers.items() if k.lower() not in SIGNATURE_HEADERS}
     if signature is not None:
         kept.update({k.lower(): signature for k in headers if k.lower() in SIGNATURE_HEADERS})
