@@ -170,7 +170,8 @@ class FakeBTCPay(BTCPayState):
         wanted = set(request.query_params.getlist("orderId"))
         found = [
             inv.greenfield(self._base())
-            for inv in sorted(self.invoices.values(), key=lambda i: -i.created)
+            # Insertion order reversed: newest first even within one clock tick.
+            for inv in reversed(list(self.invoices.values()))
             if not wanted or inv.metadata.get("orderId") in wanted
         ]
         raw = request.query_params.get("take", "")
