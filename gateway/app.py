@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from config.catalog import Catalog, load_catalog
+from config.catalog import Catalog, CatalogError, load_catalog
 from config.settings import Settings, load_settings
 from gateway import db
 from gateway.apply import Applier
@@ -25,7 +25,7 @@ from gateway.state import AppState
 from gateway.webhooks import webhook
 from providers.base import PaymentProvider
 from providers.events import ProviderName
-from providers.registry import build_providers
+from providers.registry import build_providers, price_problems
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,13 @@ def create_app(
     catalog = catalog or load_catalog(settings.products_file)
     for name, (is_on, reason) in settings.provider_status.items():
         log.log(logging.INFO if is_on else logging.WARNING, "provider %s: %s", name, reason)
+    names = (
+        list(providers) if providers is not None else list(filter(settings.is_active, ProviderName))
+    )
+    problems = price_problems(names, catalog)
+    if problems:
+        # Checked before anything listens: a price a provider rounds is a free or lost sale.
+        raise CatalogError(f"{settings.products_file}: " + "; ".join(problems))
     owns_providers = providers is None
     active = providers if providers is not None else build_providers(settings)
     state = AppState(

@@ -101,6 +101,7 @@ _HEADLINES = {
     "settled": ("Paid, thank you", "ok"),
     "failed": ("Payment failed or expired", "revoked"),
     "reversed": ("Payment refunded or reversed", "revoked"),
+    "needs_review": ("Payment received, we are checking it", "wait"),
 }
 
 

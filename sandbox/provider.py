@@ -1,7 +1,7 @@
 """`FakeProvider`: satisfies `PaymentProvider` for gateway tests without any provider API.
 
 Its webhook is JSON `{"events": [...]}` signed with `X-Fake-Signature: hex(HMAC-SHA256)`.
-Each event dict has `kind` (pending|settled|failed|reversed|ignored) and the event fields.
+Each event dict has `kind` (pending|settled|failed|reversed|reinstated|needs_review|ignored) and the event fields.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from providers.events import (
     Ignored,
     PaymentEvent,
     PaymentFailed,
+    PaymentNeedsReview,
     PaymentPending,
+    PaymentReinstated,
     PaymentReversed,
     PaymentSettled,
     ProviderName,
@@ -88,6 +90,10 @@ class FakeProvider:
             return PaymentFailed(**common, reason=item.get("reason", "failed"))
         if kind == "reversed":
             return PaymentReversed(**common, reason=item.get("reason", "refunded"))
+        if kind == "reinstated":
+            return PaymentReinstated(**common, reason=item.get("reason", "dispute won"))
+        if kind == "needs_review":
+            return PaymentNeedsReview(**common, reason=item.get("reason", "needs a human"))
         raise WebhookPayloadError(f"unknown kind {kind!r}")
 
     async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:
