@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import NotFound
 from gateway.state import AppState
 from providers.events import Ignored
+from providers.ids import is_order_id
+
+log = logging.getLogger(__name__)
 
 
 async def webhook(request: Request) -> Response:
@@ -23,6 +28,17 @@ async def webhook(request: Request) -> Response:
     for event in events:
         if isinstance(event, Ignored):
             outcomes.append({"result": "ignored", "detail": event.reason, "order_id": None})
+            continue
+        if event.order_id is not None and not is_order_id(event.order_id):
+            # Another app's id (same Stripe account / BTCPay store), or a hostile one: not
+            # ours, answered 2xx so it is not retried for days, and never put in a query.
+            log.info(
+                "%s event %r names an order id that is not ours; ignored",
+                event.provider.value,
+                event.order_id[:64],
+                extra={"provider": event.provider.value},
+            )
+            outcomes.append({"result": "ignored", "detail": "not our order", "order_id": None})
             continue
         # Stored before we answer: a 2xx means the event is durable; a DB failure raises
         # and the error table answers 503 so the provider retries.

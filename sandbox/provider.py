@@ -1,7 +1,8 @@
 """`FakeProvider`: satisfies `PaymentProvider` for gateway tests without any provider API.
 
 Its webhook is JSON `{"events": [...]}` signed with `X-Fake-Signature: hex(HMAC-SHA256)`.
-Each event dict has `kind` (pending|settled|failed|reversed|reinstated|needs_review|ignored) and the event fields.
+Each event dict has `kind` (pending|settled|failed|reversed|reinstated|needs_review|ignored)
+and the event fields.
 """
 
 from __future__ import annotations
