@@ -164,7 +164,9 @@ async def test_won_dispute_and_failed_refund_reinstate_the_license(
         await deliver(client, fake.close_dispute(sid, "won"))
         assert (await Order.get(id=order.id)).status == OrderStatus.SETTLED
         lic = await License.get(order_id=order.id)
-        assert (lic.status, lic.revoked_at, lic.revoke_reason) == (LicenseStatus.ACTIVE, None, None)
+        assert lic.status == LicenseStatus.ACTIVE
+        assert lic.revoked_at is None
+        assert not lic.revoke_reason
 
         # a full refund revokes; the bank returning it undoes the revocation
         await deliver(client, fake.refund(sid))
