@@ -21,6 +21,7 @@ from gateway.health import healthz, readyz
 from gateway.mailer import Mailer
 from gateway.orders import order_status
 from gateway.purchase import checkout, purchase_options, render_purchase_options
+from gateway.reconciler import Reconciler
 from gateway.state import AppState
 from gateway.webhooks import webhook
 from providers.base import PaymentProvider
@@ -37,12 +38,14 @@ def create_app(
     providers: dict[ProviderName, PaymentProvider] | None = None,
     run_migrations: bool = True,
     run_mailer: bool = True,
+    run_reconciler: bool | None = None,
 ) -> Starlette:
     """Build the app. Settings, catalog and providers are loaded here, once.
 
     Startup errors (bad settings, bad catalog) raise here, before the server listens.
     Tests inject `providers` (fakes) and a `catalog`; `run_mailer=False` keeps the outbox
-    sender loop off so a test can drive `gateway.mailer.Mailer` itself.
+    sender loop off so a test can drive `gateway.mailer.Mailer` itself. The reconciler
+    runs when `settings.reconcile.enabled` (default on) unless `run_reconciler` says.
     """
     settings = settings or load_settings()
     catalog = catalog or load_catalog(settings.products_file)
@@ -77,9 +80,25 @@ def create_app(
             if run_mailer
             else None
         )
+        reconcile = settings.reconcile.enabled if run_reconciler is None else run_reconciler
+        reconciler = (
+            asyncio.create_task(
+                Reconciler(settings, active, state.applier).run_forever(stop),
+                name="reconciler",
+            )
+            if reconcile and active
+            else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if reconciler is not None:
+                try:
+                    # A poll in flight ends within the provider's own timeout.
+                    await asyncio.wait_for(reconciler, timeout=30)
+                except TimeoutError:
+                    log.warning("reconciler did not stop in time; cancelled")
             if sender is not None:
                 # Stopped before the DB closes; a send in flight gets a moment to finish.
                 stop.set()

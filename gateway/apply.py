@@ -216,6 +216,9 @@ class Applier:
         if isinstance(event, PaymentNeedsReview):
             order.review_reason = event.reason
             update.append("review_reason")
+        if isinstance(event, PaymentFailed):
+            order.notes = "; ".join(filter(None, [order.notes, f"failed: {event.reason}"]))
+            update.append("notes")
         # Only the settling event names the payment a later refund or dispute must match.
         if isinstance(event, PaymentSettled) and event.payment_ref and not order.payment_ref:
             order.payment_ref = event.payment_ref

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import NotFound
+from gateway.reconciler import recheck_soon
 from gateway.state import AppState
 from providers.events import Ignored
 from providers.ids import is_order_id
@@ -27,6 +28,15 @@ async def webhook(request: Request) -> Response:
     outcomes: list[dict[str, str | None]] = []
     for event in events:
         if isinstance(event, Ignored):
+            if event.recheck_soon:
+                # Genuine payment activity the provider cannot back yet (an instant late
+                # payment before BTCPay marks PaidLate): nothing is stored, so no dedupe slot
+                # is taken, and the reconciler looks at the order again shortly.
+                await recheck_soon(
+                    event.provider,
+                    event.provider_ref,
+                    state.settings.reconcile.recheck_soon_seconds,
+                )
             outcomes.append({"result": "ignored", "detail": event.reason, "order_id": None})
             continue
         if event.order_id is not None and not is_order_id(event.order_id):

@@ -69,7 +69,12 @@ class FakeProvider:
     def _event(self, item: dict[str, Any]) -> PaymentEvent:
         kind = item.pop("kind")
         if kind == "ignored":
-            return Ignored(provider=self.name, reason=item.get("reason", "ignored"))
+            return Ignored(
+                provider=self.name,
+                reason=item.get("reason", "ignored"),
+                provider_ref=item.get("provider_ref"),
+                recheck_soon=bool(item.get("recheck_soon", False)),
+            )
         common: dict[str, Any] = {
             "provider": self.name,
             "provider_ref": item["provider_ref"],
