@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from gateway.models import License, Order, OrderStatus
@@ -31,7 +32,7 @@ ORDERS = 12
 
 
 @contextlib.asynccontextmanager
-async def serve(app: object, port: int) -> AsyncIterator[None]:
+async def serve(app: Starlette, port: int) -> AsyncIterator[None]:
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
