@@ -310,6 +310,53 @@ class Applier:
             return f"product {order.product_id} is no longer in the catalog"
         return None
 
+    async def resolve_review(self, order_id: str, *, issue: bool, note: str = "") -> ApplyResult:
+        """A human's decision on a `needs_review` order: issue the license (through the same
+        issuer, so at most once: the row lock, the status check and the unique license) or
+        dismiss it (failed, with the reason). Its parked events leave the review list."""
+        if not is_order_id(order_id):
+            return ApplyResult(Result.NOOP, None, "not an order id")
+        now = datetime.now(UTC)
+        async with in_transaction() as conn:
+            order = await Order.select_for_update().using_db(conn).filter(id=order_id).first()
+            if order is None:
+                return ApplyResult(Result.NOOP, None, "no such order")
+            if order.status != OrderStatus.NEEDS_REVIEW:
+                return ApplyResult(Result.NOOP, order.id, f"order is {order.status}, not in review")
+            decision = "issued" if issue else "dismissed"
+            text = f"{decision} after review" + (f": {note}" if note else "")
+            order.notes = "; ".join(filter(None, [order.notes, text]))
+            update = ["status", "notes", "updated_at"]
+            if issue:
+                if self.catalog.get(order.product_id) is None:
+                    return ApplyResult(
+                        Result.NOOP, order.id, f"product {order.product_id} is not in the catalog"
+                    )
+                order.status = OrderStatus.SETTLED
+                order.settled_at = now
+                update.append("settled_at")
+            else:
+                order.status = OrderStatus.FAILED
+                order.review_reason = text
+                update.append("review_reason")
+            await order.save(using_db=conn, update_fields=update)
+            issued = await self._issue(conn, order) if issue else False
+            await (
+                InboxEvent.filter(order_id=order.id, outcome=InboxOutcome.PARKED)
+                .using_db(conn)
+                .update(outcome=InboxOutcome.NOOP, handled_at=now)
+            )
+        log.info(
+            "order %s: needs_review -> %s (%s)",
+            order.id,
+            order.status,
+            text,
+            extra={"provider": order.provider, "order_id": order.id},
+        )
+        return ApplyResult(
+            Result.APPLIED, order.id, f"needs_review -> {order.status}", license_issued=issued
+        )
+
     async def _issue(self, conn: BaseDBAsyncClient, order: Order) -> bool:
         product = self.catalog.get(order.product_id)
         assert product is not None  # checked by _settlement_problem before any change

@@ -250,7 +250,8 @@ async def test_unknown_order_id_is_parked_and_issues_nothing(
     app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
-        ghost = event(order, order_id="ord_does_not_exist", dedupe_key="evt_ghost")
+        # our id shape, but no such order (ids in other shapes are not ours: ignored)
+        ghost = event(order, order_id="ord_" + "f" * 20, dedupe_key="evt_ghost")
 
         resp = await deliver(client, fake, ghost)
 
@@ -259,7 +260,7 @@ async def test_unknown_order_id_is_parked_and_issues_nothing(
         assert await OutboxEmail.all().count() == 0
         inbox = await InboxEvent.get(dedupe_key="evt_ghost")
         assert inbox.outcome == InboxOutcome.PARKED
-        assert inbox.order_id == "ord_does_not_exist"
+        assert inbox.order_id == "ord_" + "f" * 20
         assert (await Order.get(id=order.id)).status == OrderStatus.CREATED
 
 
@@ -423,12 +424,22 @@ def test_review_cli_lists_parked_events_with_order_provider_reason_and_time(
     assert main(["review"]) == 0
     table = capsys.readouterr().out
 
-    [row] = rows
-    assert (row["provider"], row["order_id"], row["kind"]) == ("stripe", short_id, "settled")
-    assert row["reason"].startswith("paid 998 USD")
-    assert row["received_at"].startswith("20")
+    order_row, event_row = rows
+    assert (order_row["type"], order_row["order_id"], order_row["kind"]) == (
+        "order",
+        short_id,
+        "needs_review",
+    )
+    assert order_row["reason"].startswith("paid 998 USD")
+    assert (event_row["provider"], event_row["order_id"], event_row["kind"]) == (
+        "stripe",
+        short_id,
+        "settled",
+    )
+    assert event_row["reason"].startswith("paid 998 USD")
+    assert event_row["received_at"].startswith("20")
     assert good_id not in table
-    assert "1 parked event(s)" in table
+    assert "1 order(s) in needs_review, 1 parked event(s)" in table
 
 
 class _FlakyProvider(FakeProvider):
