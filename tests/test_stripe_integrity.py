@@ -256,3 +256,14 @@ async def test_signature_timestamp_with_trailing_garbage_is_refused_not_500(
 
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"] == "bad_signature"
+
+
+@pytest.mark.parametrize("order_id", ["ord_" + "a" * 60, "ord_%00x", "ord_" + "0" * 19 + "%00"])
+async def test_status_page_for_a_foreign_order_id_is_404_not_a_database_error(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, order_id: str
+) -> None:
+    async with gateway(FakeStripe(), db_url, settings_factory, catalog) as (client, _):
+        resp = await client.get(f"/orders/{order_id}", params={"token": "x"})
+
+        assert resp.status_code == 404, resp.text
+        assert resp.json()["error"] == "not_found"
