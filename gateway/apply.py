@@ -220,8 +220,10 @@ class Applier:
             order.notes = "; ".join(filter(None, [order.notes, f"failed: {event.reason}"]))
             update.append("notes")
         # Only the settling event names the payment a later refund or dispute must match.
-        if isinstance(event, PaymentSettled) and event.payment_ref and not order.payment_ref:
-            order.payment_ref = event.payment_ref
+        # Where the checkout itself is the payment (a BTCPay invoice), the event may name
+        # none, and the checkout id stands for it.
+        if isinstance(event, PaymentSettled) and not order.payment_ref:
+            order.payment_ref = event.payment_ref or event.provider_ref
             update.append("payment_ref")
         if isinstance(event, PaymentPending) and event.amount_paid_minor is not None:
             order.paid_minor = event.amount_paid_minor

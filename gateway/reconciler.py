@@ -126,7 +126,28 @@ class Reconciler:
                     exc,
                     extra={"provider": order.provider, "order_id": order.id},
                 )
+        report.expired += await self._expire_without_checkout(now)
         return report
+
+    async def _expire_without_checkout(self, now: datetime) -> list[str]:
+        """Orders whose checkout was never created (the provider was down and the buyer did
+        not retry) cannot have been paid: past the horizon they end failed, no poll needed."""
+        horizon_start = now - timedelta(hours=self.conf.horizon_hours)
+        stale = Order.filter(
+            status=OrderStatus.CREATED,
+            provider_ref__isnull=True,
+            checkout_url__isnull=True,
+            created_at__lt=horizon_start,
+        )
+        ids = [str(order.id) for order in await stale.only("id")]
+        if ids:
+            note = (
+                f"failed: no checkout was created within the {self.conf.horizon_hours:g} h horizon"
+            )
+            await Order.filter(id__in=ids, status=OrderStatus.CREATED).update(
+                status=OrderStatus.FAILED, notes=note
+            )
+        return ids
 
     def _provider(self, name: str) -> PaymentProvider | None:
         try:
@@ -173,6 +194,18 @@ class Reconciler:
         if event is not None and not isinstance(event, Ignored):
             if event.order_id is None:
                 event = replace(event, order_id=order.id)
+            if event.order_id != order.id:
+                # The checkout names another order: never apply it to either.
+                log.warning(
+                    "reconciler: %s %s names order %r, not %s; skipped",
+                    order.provider,
+                    order.provider_ref,
+                    event.order_id,
+                    order.id,
+                    extra={"provider": order.provider, "order_id": order.id},
+                )
+                event = None
+        if event is not None and not isinstance(event, Ignored):
             raw = json.dumps(
                 {"source": "reconciler", "provider_ref": order.provider_ref, "order": order.id}
             ).encode()

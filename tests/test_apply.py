@@ -469,3 +469,24 @@ async def test_refused_delivery_answers_503_and_does_not_occupy_the_dedupe_slot(
 
         assert results(await deliver(client, fake, event(order))) == ["applied"]
         assert await License.filter(order_id=order.id).count() == 1
+
+
+async def test_settlement_without_a_payment_id_binds_reversals_to_its_checkout(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    # given a provider whose checkout is the payment (a BTCPay invoice): no payment_ref
+    app, fake = fake_gateway(db_url, settings_factory, catalog)
+    async with running(app) as client:
+        order = await new_order(catalog)
+        await deliver(client, fake, event(order, payment_ref=None))
+        assert (await Order.get(id=order.id)).payment_ref == order.provider_ref
+
+        # a reversal of another invoice naming this order changes nothing
+        other = event(order, "reversed", dedupe_key="evt_other", payment_ref="inv_other")
+        assert results(await deliver(client, fake, other)) == ["parked"]
+        assert (await License.get(order_id=order.id)).status == LicenseStatus.ACTIVE
+
+        # while the reversal of its own invoice revokes
+        own = event(order, "reversed", payment_ref=order.provider_ref)
+        assert results(await deliver(client, fake, own)) == ["applied"]
+        assert (await License.get(order_id=order.id)).status == LicenseStatus.REVOKED

@@ -209,3 +209,24 @@ async def test_webhook_the_provider_cannot_back_yet_brings_a_recheck_forward(
         await reconciler(app).run_once()
         assert (await Order.get(id=order.id)).status == OrderStatus.SETTLED
         assert await License.filter(order_id=order.id).count() == 1
+
+
+async def test_order_whose_checkout_was_never_created_fails_past_the_horizon(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    fake = FakeStripe()
+    async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
+        # given a checkout attempt while Stripe was down, never retried
+        fake.unreachable = True
+        down = await client.post("/checkout/stripe/pro", json=BODY)
+        assert down.status_code == 503
+        fake.unreachable = False
+        order = await Order.get()
+        await Order.filter(id=order.id).update(created_at=datetime.now(UTC) - timedelta(hours=80))
+
+        report = await reconciler(app).run_once()
+
+        assert report.expired == [order.id]
+        saved = await Order.get(id=order.id)
+        assert saved.status == OrderStatus.FAILED
+        assert "no checkout was created" in saved.notes
