@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from tests.test_two_processes import shared_pg  # noqa: F401 - the fixture
 pytestmark = pytest.mark.slow
 
 ORDERS = 12
+POLLED = re.compile(r"reconciler: polled (\d+)")
 
 
 @contextlib.asynccontextmanager
@@ -137,6 +140,13 @@ async def test_two_processes_and_the_cli_reconcile_each_order_once(
                 assert time.monotonic() < deadline, first.log() + second.log()
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1)  # a double poll would show up by now
+            # and the three processes' own reports add up to one poll per order
+            for proc in (first, second):
+                assert proc.proc is not None
+                assert proc.proc.poll() is None, proc.log()
+            by_serve = sum(int(n) for n in POLLED.findall(first.log() + second.log()))
+            by_cli = int(json.loads(cli.stdout)["polled"])
+            assert by_serve + by_cli == ORDERS, (by_serve, by_cli)
 
     # then each order has one license, and each session was asked about exactly once
     licensed = await License.filter(order_id__in=ids).values_list("order_id", flat=True)
