@@ -274,8 +274,9 @@ class Applier:
             if order.payment_ref is None and order.status != OrderStatus.SETTLED:
                 # A refund delivered before the settlement (Stripe does not order events):
                 # accepted when the provider named this order from data only we set (Stripe
-                # payment intent metadata), so the late settlement finds it reversed.
-                if event.order_id == order.id:
+                # payment intent metadata), so the late settlement finds it reversed. Never a
+                # reinstatement: that would settle an order that has no license.
+                if isinstance(event, PaymentReversed) and event.order_id == order.id:
                     return None
             elif event.payment_ref is not None and event.payment_ref == order.payment_ref:
                 return None
@@ -293,6 +294,11 @@ class Applier:
         """Money arrived on the order's own checkout but does not match: a human decides."""
         order.review_reason = problem
         update = ["review_reason", "updated_at"]
+        if not order.payment_ref:
+            # This money is on the order's own checkout: if a human issues after review, a
+            # later refund of it must still revoke.
+            order.payment_ref = event.payment_ref or event.provider_ref
+            update.append("payment_ref")
         if order.status in _FROM[PaymentNeedsReview]:
             order.status = OrderStatus.NEEDS_REVIEW
             update.append("status")

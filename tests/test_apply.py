@@ -490,3 +490,18 @@ async def test_settlement_without_a_payment_id_binds_reversals_to_its_checkout(
         own = event(order, "reversed", payment_ref=order.provider_ref)
         assert results(await deliver(client, fake, own)) == ["applied"]
         assert (await License.get(order_id=order.id)).status == LicenseStatus.REVOKED
+
+
+async def test_reinstatement_never_settles_an_order_that_was_reversed_before_it_settled(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    app, fake = fake_gateway(db_url, settings_factory, catalog)
+    async with running(app) as client:
+        order = await new_order(catalog)
+        assert results(await deliver(client, fake, event(order, "reversed"))) == ["applied"]
+
+        resp = await deliver(client, fake, event(order, "reinstated"))
+
+        assert results(resp) == ["parked"]
+        assert (await Order.get(id=order.id)).status == OrderStatus.REVERSED
+        assert await License.filter(order_id=order.id).count() == 0

@@ -141,3 +141,22 @@ def test_needs_review_event_parks_the_order_for_a_human(
             assert await License.filter(order_id=order.id).count() == 0
 
     asyncio.run(run())
+
+
+def test_license_issued_after_review_is_still_revoked_by_a_refund_of_that_payment(
+    db_url: str,
+    settings_factory: SettingsFactory,
+    catalog: Catalog,
+    cli_env: None,
+) -> None:
+    order_id = _needs_review_order(db_url, settings_factory, catalog)
+    assert main(["review", "resolve", order_id, "--issue"]) == 0
+
+    async def refund() -> str:
+        app, fake = fake_gateway(db_url, settings_factory, catalog)
+        async with running(app) as client:
+            order = await Order.get(id=order_id)
+            await deliver(client, fake, event(order, "reversed"))
+            return (await License.get(order_id=order_id)).status.value
+
+    assert asyncio.run(refund()) == "revoked"
