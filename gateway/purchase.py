@@ -244,8 +244,10 @@ async def _checkout_once(
         fresh = await Order.get(id=order.id)
         if fresh.checkout_url is not None:
             return fresh
-        if fresh.checkout_lease_until is None and await _claim(fresh):
-            # The holder failed (provider down) and let go: this request tries again.
+        lease = fresh.checkout_lease_until
+        if (lease is None or lease < datetime.now(UTC)) and await _claim(fresh):
+            # The holder failed (provider down) and let go, or died holding the claim: this
+            # request tries again.
             await _start_checkout(state, provider, product, fresh)
             return fresh
     raise CheckoutInProgress(retry_after=max(1, int(WAIT_SECONDS)))
