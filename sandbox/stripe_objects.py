@@ -288,7 +288,8 @@ def dispute_object(
 
 
 def refund_object(charge: dict[str, Any], *, amount: int, created: int) -> dict[str, Any]:
-    """A succeeded refund of `amount` on `charge` (Stripe's `refund` object)."""
+    """A succeeded refund of `amount` on `charge` (Stripe's `refund` object; its fields are
+    those of `components.schemas.refund` in ../shared/specs/stripe/spec3.json)."""
     return {
         "id": new_id("re"),
         "object": "refund",
@@ -297,7 +298,6 @@ def refund_object(charge: dict[str, Any], *, amount: int, created: int) -> dict[
         "charge": charge["id"],
         "created": created,
         "currency": charge["currency"],
-        "destination_details": None,
         "failure_reason": None,
         "metadata": {},
         "payment_intent": charge["payment_intent"],
