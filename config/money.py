@@ -1,18 +1,22 @@
-"""Money as integer minor units.
+"""Money as integer minor units of ISO 4217.
 
 Prices enter as `Decimal` (catalog, provider payloads) and live everywhere else as an
-integer count of the currency's minor unit, so no float ever touches an amount.
+integer count of the currency's ISO 4217 minor unit, so no float ever touches an amount.
+Orders keep these ISO units. A provider whose API counts differently converts at its own
+boundary (Stripe keeps ISK two-decimal and MGA zero-decimal: providers/stripe_money.py);
+BTCPay takes decimal strings, which the ISO exponent renders exactly (`format_decimal`).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-# ISO 4217 minor-unit exponents that differ from 2. Stripe's zero-decimal list
-# (docs.stripe.com/currencies) plus ISO's three-decimal currencies.
+# ISO 4217 minor-unit exponents that differ from 2 (ISO 4217 list one, "minor unit" column).
+# Not a provider's list: MGA is 2 here although Stripe counts it zero-decimal, ISK is 0
+# although Stripe's API keeps it two-decimal.
 _ZERO_DECIMAL = frozenset(
     {
-        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "MGA", "PYG",
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG",
         "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF",
     }
 )  # fmt: skip
@@ -23,7 +27,7 @@ _THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
 _TWO_DECIMAL = frozenset(
     {
         "AED", "AUD", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD",
-        "HUF", "IDR", "ILS", "INR", "MXN", "MYR", "NOK", "NZD", "PHP", "PLN", "RON",
+        "HUF", "IDR", "ILS", "INR", "MGA", "MXN", "MYR", "NOK", "NZD", "PHP", "PLN", "RON",
         "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "USD", "ZAR",
     }
 )  # fmt: skip
@@ -44,7 +48,7 @@ def normalize_currency(code: str) -> str:
 
 
 def exponent(currency: str) -> int:
-    """Number of decimal places of the currency's minor unit."""
+    """Number of decimal places of the currency's ISO 4217 minor unit."""
     code = normalize_currency(currency)
     if code in _ZERO_DECIMAL:
         return 0

@@ -222,6 +222,34 @@ class LimitsSettings(BaseModel):
     )(_check_rate)
 
 
+class ReconcileSettings(BaseModel):
+    """The reconciler: asks providers about orders their webhooks left unfinished.
+
+    The age after which a created/pending order is asked about is the top-level
+    `reconcile_after_minutes` (GATEWAY_RECONCILE_AFTER_MINUTES).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # On by default: a lost webhook must not mean a lost sale.
+    enabled: bool = True
+    # Pause between passes.
+    interval_seconds: float = Field(default=60.0, gt=0)
+    # Orders are followed this long after creation: created/pending ones still open then
+    # end failed (with the reason in their notes); failed/expired ones are re-checked until
+    # then, for late crypto payments.
+    horizon_hours: float = Field(default=72.0, gt=0)
+    # First re-check of an order whose webhook showed payment activity the provider could
+    # not back yet (a late instant payment racing BTCPay's PaidLate).
+    recheck_soon_seconds: float = Field(default=30.0, gt=0)
+    # Longest pause between polls of one order (unchanged answers and provider outages
+    # back off up to this).
+    max_backoff_seconds: float = Field(default=3600.0, gt=0)
+    # How long a process owns an order it is polling before another may take it over.
+    lease_seconds: float = Field(default=120.0, gt=0)
+    batch_size: int = Field(default=50, ge=1)
+
+
 class MailSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -322,6 +350,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     limits: LimitsSettings = LimitsSettings()
     shop: ShopSettings = ShopSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
 
     _provider_status: dict[str, tuple[bool, str]] = PrivateAttr(default_factory=dict)
 

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from config.catalog import Catalog, load_catalog
+from config.catalog import Catalog, CatalogError, load_catalog
 from config.settings import Settings, load_settings
 from gateway import db
 from gateway.apply import Applier
@@ -26,6 +26,7 @@ from gateway.metrics import metrics_endpoint
 from gateway.orders import order_status
 from gateway.pages import buy_page, buy_submit
 from gateway.purchase import checkout, purchase_options, render_purchase_options
+from gateway.reconciler import Reconciler
 from gateway.recover import recover_page, recover_submit
 from gateway.security import SecurityHeadersMiddleware, content_security_policy
 from gateway.state import AppState
@@ -33,7 +34,7 @@ from gateway.webhook_alarm import SignatureAlarm
 from gateway.webhooks import webhook
 from providers.base import PaymentProvider
 from providers.events import ProviderName
-from providers.registry import build_providers
+from providers.registry import build_providers, price_problems
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def create_app(
     providers: dict[ProviderName, PaymentProvider] | None = None,
     run_migrations: bool = True,
     run_mailer: bool | None = None,
+    run_reconciler: bool | None = None,
 ) -> Starlette:
     """Build the app. Settings, catalog and providers are loaded here, once.
 
@@ -53,6 +55,8 @@ def create_app(
     sender loop off so a test can drive `gateway.mailer.Mailer` itself; by default it follows
     `mail.sender_in_serve` (`serve --no-mailer`). With no arguments this is the factory that
     `serve --workers N` hands to uvicorn (`gateway.app:create_app`, one call per worker).
+    The reconciler runs when `settings.reconcile.enabled` (default on) unless
+    `run_reconciler` says.
     """
     settings = settings or load_settings()
     if run_mailer is None:
@@ -60,6 +64,13 @@ def create_app(
     catalog = catalog or load_catalog(settings.products_file)
     for name, (is_on, reason) in settings.provider_status.items():
         log.log(logging.INFO if is_on else logging.WARNING, "provider %s: %s", name, reason)
+    names = (
+        list(providers) if providers is not None else list(filter(settings.is_active, ProviderName))
+    )
+    problems = price_problems(names, catalog)
+    if problems:
+        # Checked before anything listens: a price a provider rounds is a free or lost sale.
+        raise CatalogError(f"{settings.products_file}: " + "; ".join(problems))
     owns_providers = providers is None
     built = providers if providers is not None else build_providers(settings)
     # Every call into a provider is counted and timed (gateway_provider_calls_total).
@@ -86,9 +97,25 @@ def create_app(
             if run_mailer
             else None
         )
+        reconcile = settings.reconcile.enabled if run_reconciler is None else run_reconciler
+        reconciler = (
+            asyncio.create_task(
+                Reconciler(settings, active, state.applier).run_forever(stop),
+                name="reconciler",
+            )
+            if reconcile and active
+            else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if reconciler is not None:
+                try:
+                    # A poll in flight ends within the provider's own timeout.
+                    await asyncio.wait_for(reconciler, timeout=30)
+                except TimeoutError:
+                    log.warning("reconciler did not stop in time; cancelled")
             if sender is not None:
                 # Stopped before the DB closes; a send in flight gets a moment to finish.
                 stop.set()

@@ -38,9 +38,11 @@ from providers.events import (
     PaymentFailed,
     PaymentNeedsReview,
     PaymentPending,
+    PaymentReinstated,
     PaymentReversed,
     PaymentSettled,
 )
+from providers.ids import is_order_id
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,12 @@ log = logging.getLogger(__name__)
 # out-of-order event never moves an order backwards.
 _FROM = {
     PaymentPending: {OrderStatus.CREATED},
-    PaymentSettled: {OrderStatus.CREATED, OrderStatus.PENDING, OrderStatus.FAILED},
+    PaymentSettled: {
+        OrderStatus.CREATED,
+        OrderStatus.PENDING,
+        OrderStatus.FAILED,
+        OrderStatus.NEEDS_REVIEW,
+    },
     PaymentFailed: {OrderStatus.CREATED, OrderStatus.PENDING},
     PaymentReversed: {
         OrderStatus.CREATED,
@@ -56,6 +63,8 @@ _FROM = {
         OrderStatus.FAILED,
         OrderStatus.SETTLED,
     },
+    # The way back, for exactly a won dispute or a failed refund of the settling payment.
+    PaymentReinstated: {OrderStatus.REVERSED},
     PaymentNeedsReview: {OrderStatus.CREATED, OrderStatus.PENDING, OrderStatus.FAILED},
 }
 _TO = {
@@ -63,6 +72,7 @@ _TO = {
     PaymentSettled: OrderStatus.SETTLED,
     PaymentFailed: OrderStatus.FAILED,
     PaymentReversed: OrderStatus.REVERSED,
+    PaymentReinstated: OrderStatus.SETTLED,
     PaymentNeedsReview: OrderStatus.NEEDS_REVIEW,
 }
 _KIND = {
@@ -70,8 +80,11 @@ _KIND = {
     PaymentSettled: "settled",
     PaymentFailed: "failed",
     PaymentReversed: "reversed",
+    PaymentReinstated: "reinstated",
     PaymentNeedsReview: "needs_review",
 }
+# Events that name the payment (its payment_ref), not the checkout.
+_PAYMENT_EVENTS = (PaymentReversed, PaymentReinstated)
 
 
 class Result(StrEnum):
@@ -152,6 +165,9 @@ class Applier:
     async def _find_order(self, conn: BaseDBAsyncClient, event: ActionableEvent) -> Order | None:
         query = Order.select_for_update().using_db(conn)
         if event.order_id:
+            # A foreign id (too long, NUL, another app's scheme) is not ours: never a query.
+            if not is_order_id(event.order_id):
+                return None
             return await query.filter(id=event.order_id).first()
         if event.payment_ref:
             found = await query.filter(payment_ref=event.payment_ref).first()
@@ -181,12 +197,15 @@ class Applier:
             return self._parked(
                 event, order, f"order was placed with {order.provider}, not {event.provider}"
             )
+        foreign = self._binding_problem(order, event)
+        if foreign:
+            # Someone else's checkout or payment naming our order (a Payment Link opened with
+            # `?client_reference_id=<order>`): recorded, and the order left exactly as it was.
+            return self._parked(event, order, foreign)
         if isinstance(event, PaymentSettled):
             problem = self._settlement_problem(order, event)
             if problem:
-                order.review_reason = problem
-                await order.save(using_db=conn, update_fields=["review_reason", "updated_at"])
-                return self._parked(event, order, problem)
+                return await self._needs_review(conn, order, event, problem)
         if order.status not in _FROM[type(event)]:
             detail = f"order is {order.status}; {_KIND[type(event)]} changes nothing"
             return ApplyResult(Result.NOOP, order.id, detail)
@@ -194,13 +213,22 @@ class Applier:
         previous = order.status
         order.status = _TO[type(event)]
         update = ["status", "updated_at"]
-        if event.payment_ref and not order.payment_ref:
-            order.payment_ref = event.payment_ref
+        if isinstance(event, PaymentNeedsReview):
+            order.review_reason = event.reason
+            update.append("review_reason")
+        if isinstance(event, PaymentFailed):
+            order.notes = "; ".join(filter(None, [order.notes, f"failed: {event.reason}"]))
+            update.append("notes")
+        # Only the settling event names the payment a later refund or dispute must match.
+        # Where the checkout itself is the payment (a BTCPay invoice), the event may name
+        # none, and the checkout id stands for it.
+        if isinstance(event, PaymentSettled) and not order.payment_ref:
+            order.payment_ref = event.payment_ref or event.provider_ref
             update.append("payment_ref")
         if isinstance(event, PaymentPending) and event.amount_paid_minor is not None:
             order.paid_minor = event.amount_paid_minor
             update.append("paid_minor")
-        if order.provider_ref is None and not isinstance(event, PaymentReversed):
+        if order.provider_ref is None and not isinstance(event, _PAYMENT_EVENTS):
             order.provider_ref = event.provider_ref
             update.append("provider_ref")
         issued = False
@@ -222,6 +250,12 @@ class Applier:
                         status=LicenseStatus.REVOKED, revoked_at=now, revoke_reason=event.reason
                     )
                 )
+            elif isinstance(event, PaymentReinstated):
+                await (
+                    License.filter(order_id=order.id)
+                    .using_db(conn)
+                    .update(status=LicenseStatus.ACTIVE, revoked_at=None, revoke_reason=None)
+                )
         log.info(
             "order %s: %s -> %s",
             order.id,
@@ -233,6 +267,44 @@ class Applier:
             Result.APPLIED, order.id, f"{previous} -> {order.status}", license_issued=issued
         )
 
+    @staticmethod
+    def _binding_problem(order: Order, event: ActionableEvent) -> str | None:
+        """Why `event` is not about this order's own checkout or payment, or None."""
+        if isinstance(event, _PAYMENT_EVENTS):
+            if order.payment_ref is None and order.status != OrderStatus.SETTLED:
+                # A refund delivered before the settlement (Stripe does not order events):
+                # accepted when the provider named this order from data only we set (Stripe
+                # payment intent metadata), so the late settlement finds it reversed. Never a
+                # reinstatement: that would settle an order that has no license.
+                if isinstance(event, PaymentReversed) and event.order_id == order.id:
+                    return None
+            elif event.payment_ref is not None and event.payment_ref == order.payment_ref:
+                return None
+            return (
+                f"{_KIND[type(event)]} of payment {event.payment_ref}, but the order was "
+                f"settled by {order.payment_ref or 'an unknown payment'}"
+            )
+        if order.provider_ref is not None and event.provider_ref != order.provider_ref:
+            return f"event is for {event.provider_ref}, order's checkout is {order.provider_ref}"
+        return None
+
+    async def _needs_review(
+        self, conn: BaseDBAsyncClient, order: Order, event: PaymentSettled, problem: str
+    ) -> ApplyResult:
+        """Money arrived on the order's own checkout but does not match: a human decides."""
+        order.review_reason = problem
+        update = ["review_reason", "updated_at"]
+        if not order.payment_ref:
+            # This money is on the order's own checkout: if a human issues after review, a
+            # later refund of it must still revoke.
+            order.payment_ref = event.payment_ref or event.provider_ref
+            update.append("payment_ref")
+        if order.status in _FROM[PaymentNeedsReview]:
+            order.status = OrderStatus.NEEDS_REVIEW
+            update.append("status")
+        await order.save(using_db=conn, update_fields=update)
+        return self._parked(event, order, problem)
+
     def _settlement_problem(self, order: Order, event: PaymentSettled) -> str | None:
         if event.currency.upper() != order.currency:
             return f"currency {event.currency} does not match order currency {order.currency}"
@@ -241,14 +313,57 @@ class Applier:
                 f"paid {event.amount_minor} {event.currency} minor units, "
                 f"order is {order.amount_minor}"
             )
-        if order.provider_ref is not None and event.provider_ref != order.provider_ref:
-            return (
-                f"settlement is for {event.provider_ref}, order's checkout is {order.provider_ref}"
-            )
         if self.catalog.get(order.product_id) is None:
             # Entitlements come from the catalog; without them a human decides what to issue.
             return f"product {order.product_id} is no longer in the catalog"
         return None
+
+    async def resolve_review(self, order_id: str, *, issue: bool, note: str = "") -> ApplyResult:
+        """A human's decision on a `needs_review` order: issue the license (through the same
+        issuer, so at most once: the row lock, the status check and the unique license) or
+        dismiss it (failed, with the reason). Its parked events leave the review list."""
+        if not is_order_id(order_id):
+            return ApplyResult(Result.NOOP, None, "not an order id")
+        now = datetime.now(UTC)
+        async with in_transaction() as conn:
+            order = await Order.select_for_update().using_db(conn).filter(id=order_id).first()
+            if order is None:
+                return ApplyResult(Result.NOOP, None, "no such order")
+            if order.status != OrderStatus.NEEDS_REVIEW:
+                return ApplyResult(Result.NOOP, order.id, f"order is {order.status}, not in review")
+            decision = "issued" if issue else "dismissed"
+            text = f"{decision} after review" + (f": {note}" if note else "")
+            order.notes = "; ".join(filter(None, [order.notes, text]))
+            update = ["status", "notes", "updated_at"]
+            if issue:
+                if self.catalog.get(order.product_id) is None:
+                    return ApplyResult(
+                        Result.NOOP, order.id, f"product {order.product_id} is not in the catalog"
+                    )
+                order.status = OrderStatus.SETTLED
+                order.settled_at = now
+                update.append("settled_at")
+            else:
+                order.status = OrderStatus.FAILED
+                order.review_reason = text
+                update.append("review_reason")
+            await order.save(using_db=conn, update_fields=update)
+            issued = await self._issue(conn, order) if issue else False
+            await (
+                InboxEvent.filter(order_id=order.id, outcome=InboxOutcome.PARKED)
+                .using_db(conn)
+                .update(outcome=InboxOutcome.NOOP, handled_at=now)
+            )
+        log.info(
+            "order %s: needs_review -> %s (%s)",
+            order.id,
+            order.status,
+            text,
+            extra={"provider": order.provider, "order_id": order.id},
+        )
+        return ApplyResult(
+            Result.APPLIED, order.id, f"needs_review -> {order.status}", license_issued=issued
+        )
 
     async def _issue(self, conn: BaseDBAsyncClient, order: Order) -> bool:
         product = self.catalog.get(order.product_id)

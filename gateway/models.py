@@ -60,6 +60,13 @@ class Order(Model):
     idempotency_key = fields.CharField(max_length=255, null=True, unique=True)
     notes = fields.TextField(default="")
     review_reason = fields.TextField(null=True)
+    # Who may call the provider for this order's checkout right now: set by the one request
+    # whose conditional update won, until it is done (or the lease runs out after a crash).
+    checkout_lease_until = fields.DatetimeField(null=True)
+    # Reconciler: when this order may next be polled (also its lease while being polled),
+    # and how many polls in a row found the provider unreachable (for the back-off).
+    recheck_at = fields.DatetimeField(null=True)
+    recheck_failures = fields.IntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     settled_at = fields.DatetimeField(null=True)

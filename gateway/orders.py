@@ -16,6 +16,7 @@ from config.money import format_decimal
 from gateway.models import License, Order
 from gateway.state import AppState
 from gateway.status_page import not_found_page, render_status_page
+from providers.ids import is_order_id
 
 _NOT_FOUND = {"error": "not_found", "detail": "no such order"}
 # Compared against when the order does not exist, so both paths do the same work.
@@ -25,7 +26,9 @@ _NO_TOKEN = "x" * 32
 async def order_status(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     html = prefers_html(request.headers.get("accept", ""))
-    order = await Order.get_or_none(id=request.path_params["order_id"])
+    order_id = request.path_params["order_id"]
+    # A foreign id (too long for the column, NUL bytes) is simply not found, before any query.
+    order = await Order.get_or_none(id=order_id) if is_order_id(order_id) else None
     token = request.query_params.get("token", "")
     expected = order.status_token if order is not None else _NO_TOKEN
     if order is None or not hmac.compare_digest(token.encode(), expected.encode()):

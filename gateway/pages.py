@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from config.money import format_decimal
 from gateway.errors import ServiceUnavailable, TooManyRequests
 from gateway.guards import client_ip
-from gateway.purchase import _order_for, _start_checkout
+from gateway.purchase import _checkout_once, _order_for
 from gateway.security import form_origin_ok
 from gateway.state import AppState
 from gateway.templating import message_page, render
@@ -150,10 +150,10 @@ async def buy_submit(request: Request) -> Response:
             status_code=429,
             headers=exc.headers,
         )
-    order, _ = await _order_for(state, provider.name, product, email, None)
+    order, created = await _order_for(provider.name, product, email, None)
     if order.checkout_url is None:
         try:
-            await _start_checkout(state, provider, product, order)
+            order = await _checkout_once(state, provider, product, order, claimed=created)
         except ServiceUnavailable:
             label = next(
                 (

@@ -13,9 +13,11 @@ from gateway.apply import Result
 from gateway.errors import NotFound
 from gateway.instrumented import outcome_of
 from gateway.models import Order
+from gateway.reconciler import recheck_soon
 from gateway.state import AppState
 from providers.errors import ProviderError, WebhookSignatureError
 from providers.events import Ignored, PaymentReversed
+from providers.ids import is_order_id
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,27 @@ async def webhook(request: Request) -> Response:
     for event in events:
         if isinstance(event, Ignored):
             metrics.EVENTS.labels(name, "ignored").inc()
+            if event.recheck_soon:
+                # Genuine payment activity the provider cannot back yet (an instant late
+                # payment before BTCPay marks PaidLate): nothing is stored, so no dedupe slot
+                # is taken, and the reconciler looks at the order again shortly.
+                await recheck_soon(
+                    event.provider,
+                    event.provider_ref,
+                    state.settings.reconcile.recheck_soon_seconds,
+                )
             outcomes.append({"result": "ignored", "detail": event.reason, "order_id": None})
+            continue
+        if event.order_id is not None and not is_order_id(event.order_id):
+            # Another app's id (same Stripe account / BTCPay store), or a hostile one: not
+            # ours, answered 2xx so it is not retried for days, and never put in a query.
+            log.info(
+                "%s event %r names an order id that is not ours; ignored",
+                event.provider.value,
+                event.order_id[:64],
+                extra={"provider": event.provider.value},
+            )
+            outcomes.append({"result": "ignored", "detail": "not our order", "order_id": None})
             continue
         # Stored before we answer: a 2xx means the event is durable; a DB failure raises
         # and the error table answers 503 so the provider retries.

@@ -68,6 +68,14 @@ class PaymentReversed(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentReinstated(_Event):
+    """A reversal was undone (dispute won, refund failed): the money is ours again, so the
+    license revoked for that reversal is active again. Only for the payment that settled."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentNeedsReview(_Event):
     """Money arrived that a human must judge before anything is issued (e.g. a full payment
     after expiry under the `review` policy, or one whose finality the API cannot show)."""
@@ -90,6 +98,11 @@ class Ignored:
 
 
 ActionableEvent = (
-    PaymentPending | PaymentSettled | PaymentFailed | PaymentReversed | PaymentNeedsReview
+    PaymentPending
+    | PaymentSettled
+    | PaymentFailed
+    | PaymentReversed
+    | PaymentReinstated
+    | PaymentNeedsReview
 )
 PaymentEvent = ActionableEvent | Ignored

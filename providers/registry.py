@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import httpx
 
+from config.catalog import Catalog
+from config.money import MoneyError
 from config.settings import Settings
 from providers.base import PaymentProvider
 from providers.events import ProviderName
@@ -32,3 +36,26 @@ def build_providers(
         built.append((settings.stripe.order, ProviderName.STRIPE, stripe_provider))
     built.sort(key=lambda item: (item[0], item[1].value))
     return {name: provider for _, name, provider in built}
+
+
+def price_problems(providers: Iterable[ProviderName], catalog: Catalog) -> list[str]:
+    """Catalog prices an enabled provider cannot charge exactly, one line each.
+
+    Each provider has its own units (Stripe keeps ISK two-decimal and takes whole MGA;
+    BTCPay takes the ISO decimal string, which every catalog price already is).
+    """
+    from providers.stripe_money import to_stripe
+
+    problems: list[str] = []
+    for name in providers:
+        for product in catalog:
+            if name is not ProviderName.STRIPE:
+                continue
+            try:
+                to_stripe(product.amount_minor, product.currency)
+            except MoneyError as exc:
+                problems.append(
+                    f"product {product.id!r} ({product.price} {product.currency}) cannot be "
+                    f"charged through {name.value}: {exc}"
+                )
+    return problems

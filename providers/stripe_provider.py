@@ -21,7 +21,7 @@ from stripe.params.checkout import (
     SessionCreateParamsLineItemPriceDataProductData,
 )
 
-from config.money import MoneyError, exponent, normalize_currency
+from config.money import MoneyError, normalize_currency
 from config.settings import StripeSettings
 from providers.base import CheckoutRequest, CheckoutSession
 from providers.errors import (
@@ -35,9 +35,22 @@ from providers.events import (
     PaymentEvent,
     PaymentFailed,
     PaymentPending,
+    PaymentReinstated,
     PaymentReversed,
     PaymentSettled,
     ProviderName,
+)
+from providers.stripe_client import GatewayHTTPXClient, expiry, unavailable_or_rejected
+from providers.stripe_money import from_stripe, to_stripe
+from providers.stripe_payloads import (
+    Charge,
+    Dispute,
+    EventEnvelope,
+    Intent,
+    Refund,
+    Session,
+    is_stripe_id,
+    parse,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,77 +65,10 @@ _SESSION_EVENTS = frozenset(
         "checkout.session.expired",
     }
 )
-# Statuses that mean "try again later": Stripe's own retry rules (5xx, 409 lock timeouts, 429).
-_RETRIABLE_STATUS = frozenset({409, 429})
 
 
-class _GatewayHTTPXClient(stripe.HTTPXClient):
-    """The SDK's httpx client with two fixes: an optional injected transport, and `content=`.
-
-    Tests hand the provider the fake Stripe app's in-process transport, so the real SDK code
-    path (form encoding, headers, retries, error parsing) runs with no socket and no patching.
-    HTTPXClient has no transport hook; its `__init__` builds an `AsyncClient` that has opened
-    nothing yet, which we replace before any request.
-
-    stripe 16.1 passes the encoded form as `data=<str>`, which httpx 0.28 deprecates with a
-    DeprecationWarning on every request (fatal under our warnings-as-errors tests); the body is
-    already encoded, so `content=` sends the identical bytes.
-    """
-
-    def __init__(self, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(timeout=timeout)
-        if transport is not None:
-            self._client_async = httpx.AsyncClient(transport=transport)
-
-    def _get_request_args_kwargs(
-        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
-    ) -> list[Any]:
-        args, kwargs = super()._get_request_args_kwargs(method, url, headers, None)
-        kwargs.pop("data", None)
-        if post_data:
-            kwargs["content"] = post_data
-        return [args, kwargs]
-
-
-def _unavailable_or_rejected(
-    exc: stripe.StripeError, action: str
-) -> ProviderUnavailable | ProviderRejected:
-    status = exc.http_status
-    if (
-        isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError)
-        or status is None
-        or status >= 500
-        or status in _RETRIABLE_STATUS
-    ):
-        return ProviderUnavailable(f"Stripe {action} failed (retriable, HTTP {status}): {exc}")
-    return ProviderRejected(f"Stripe {action} refused (HTTP {status}): {exc.user_message or exc}")
-
-
-def _expandable_id(value: Any) -> str | None:
-    """An expandable field is an id string, or the expanded object carrying `id`."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
-
-
-def _at(timestamp: Any) -> datetime:
-    return datetime.fromtimestamp(int(timestamp), UTC)
-
-
-def _expires_at(req: CheckoutRequest, minutes: int) -> int:
-    # Anchored on the order's creation, not on now: Stripe answers a reused idempotency key
-    # with different parameters by a 400, so a retry must send identical bytes. Stripe checks
-    # 30 min <= lifetime <= 24 h on its own clock; a minute is kept clear of both ends for
-    # clock skew.
-    lifetime = min(max(minutes * 60, 31 * 60), 24 * 3600 - 60)
-    if req.created_at is None:
-        logger.warning(
-            "order %s: no created_at, session expiry anchored on now (a retried create after "
-            "the clock moves gets Stripe's idempotency error)",
-            req.order_id,
-        )
-        return int(time.time()) + lifetime
-    return int(req.created_at.timestamp()) + lifetime
+def _at(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 class StripeProvider:
@@ -137,7 +83,7 @@ class StripeProvider:
         api_key = settings.secret_key.get_secret_value()
         self._livemode = api_key.startswith(("sk_live_", "rk_live_"))
         self._webhook_secret = settings.webhook_secret.get_secret_value()
-        self._http = _GatewayHTTPXClient(settings.timeout_seconds, transport)
+        self._http = GatewayHTTPXClient(settings.timeout_seconds, transport)
         self._seen_versions: set[Any] = set()
         self._client = stripe.StripeClient(
             api_key,
@@ -151,17 +97,11 @@ class StripeProvider:
     async def create_checkout(self, req: CheckoutRequest) -> CheckoutSession:
         try:
             currency = normalize_currency(req.currency)
-            places = exponent(currency)
+            unit_amount = to_stripe(req.amount_minor, currency)
         except MoneyError as exc:
             raise ProviderRejected(f"Stripe cannot charge {req.currency!r}: {exc}") from exc
         if req.amount_minor <= 0:
             raise ProviderRejected(f"amount must be positive, got {req.amount_minor}")
-        if places == 3 and req.amount_minor % 10:
-            # Stripe refuses 3-decimal amounts whose last digit is not 0; say so before sending.
-            raise ProviderRejected(
-                f"Stripe requires {currency} amounts to end in 0 (got {req.amount_minor} minor "
-                "units); round the catalog price to 2 decimals"
-            )
         metadata = {"order_id": req.order_id}
         product: SessionCreateParamsLineItemPriceDataProductData = {"name": req.product_name}
         if req.description:
@@ -172,13 +112,15 @@ class StripeProvider:
                 {
                     "price_data": {
                         "currency": currency.lower(),
-                        "unit_amount": req.amount_minor,
+                        "unit_amount": unit_amount,
                         "product_data": product,
                     },
                     "quantity": 1,
                 }
             ],
             "customer_email": req.buyer_email,
+            # For the seller's dashboard only: anyone can set it on a Payment Link, so the
+            # webhook side trusts `metadata.order_id` alone.
             "client_reference_id": req.order_id,
             "metadata": metadata,
             "payment_intent_data": {"metadata": metadata},
@@ -187,14 +129,17 @@ class StripeProvider:
             "success_url": req.success_url,
             "cancel_url": req.cancel_url,
         }
+        key = req.idempotency_key
         if self._settings.session_expires_minutes is not None:
-            params["expires_at"] = _expires_at(req, self._settings.session_expires_minutes)
+            params["expires_at"], key = expiry(
+                req, self._settings.session_expires_minutes, time.time()
+            )
         try:
             session = await self._client.v1.checkout.sessions.create_async(
-                params, options={"idempotency_key": req.idempotency_key}
+                params, options={"idempotency_key": key}
             )
         except stripe.StripeError as exc:
-            raise _unavailable_or_rejected(exc, "create checkout session") from exc
+            raise unavailable_or_rejected(exc, "create checkout session") from exc
         if not session.url:
             raise ProviderRejected(f"Stripe returned session {session.id} without a URL")
         logger.info("stripe checkout session %s created for order %s", session.id, req.order_id)
@@ -205,36 +150,26 @@ class StripeProvider:
     # -- webhooks -----------------------------------------------------------------------
 
     async def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[PaymentEvent]:
-        event = self._verified_event(body, headers.get("stripe-signature", ""))
-        try:
-            event_id, event_type = str(event["id"]), str(event["type"])
-            livemode, data = event["livemode"], event["data"]["object"]
-            created = _at(event["created"])
-            if not isinstance(data, dict) or not event_id.startswith("evt_"):
-                raise TypeError("event.data.object must be an object and id an evt_ id")
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise WebhookPayloadError(f"Stripe event lacks required fields: {exc!r}") from exc
-        if livemode is not self._livemode:
+        raw = self._verified_event(body, headers.get("stripe-signature", ""))
+        event = parse(EventEnvelope, raw, "event")
+        if event.object != "event":
+            raise WebhookPayloadError("Stripe webhook is not a snapshot event object")
+        if event.livemode is not self._livemode:
             # The signature is ours, so this is a mis-pointed endpoint (test events into a live
             # gateway or the reverse): never act on it; answering 2xx stops pointless retries.
             logger.warning(
                 "stripe event %s livemode=%s does not match the configured key; ignored",
-                event_id,
-                livemode,
+                event.id,
+                event.livemode,
             )
-            return [Ignored(provider=self.name, reason=f"livemode mismatch ({event_type})")]
-        self._note_api_version(event_id, event.get("api_version"))
-        handler = self._handlers().get(event_type)
+            return [Ignored(provider=self.name, reason=f"livemode mismatch ({event.type})")]
+        self._note_api_version(event.id, event.api_version)
+        handler = self._handlers().get(event.type)
         if handler is None:
-            return [Ignored(provider=self.name, reason=f"unhandled event type {event_type}")]
-        try:
-            return [await handler(event_id, event_type, data, created)]
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise WebhookPayloadError(
-                f"Stripe {event_type} {event_id}: bad payload {exc!r}"
-            ) from exc
+            return [Ignored(provider=self.name, reason=f"unhandled event type {event.type}")]
+        return [await handler(event.id, event.type, event.data.object, _at(event.created))]
 
-    def _note_api_version(self, event_id: str, version: Any) -> None:
+    def _note_api_version(self, event_id: str, version: str | None) -> None:
         # Payloads are rendered in the endpoint's API version, not the SDK's; the fields we
         # read are stable across versions, so a mismatch is worth one warning, not a failure.
         if version != SDK_API_VERSION and version not in self._seen_versions:
@@ -248,10 +183,17 @@ class StripeProvider:
                 SDK_API_VERSION,
             )
 
-    def _verified_event(self, body: bytes, signature: str) -> dict[str, Any]:
+    def _verified_event(self, body: bytes, signature: str) -> Any:
         """Check `Stripe-Signature` on the exact bytes with the SDK; only then parse JSON."""
         if not signature.strip():
             raise WebhookSignatureError("missing Stripe-Signature header")
+        # Checked first and strictly: the SDK takes `t=<ts>=x` and would leave us an int()
+        # of garbage; a far-future stamp would defeat the replay window.
+        stamps = [p.partition("=")[2] for p in signature.split(",") if p.startswith("t=")]
+        if len(stamps) != 1 or not stamps[0].isascii() or not stamps[0].isdigit():
+            raise WebhookSignatureError("malformed Stripe-Signature timestamp")
+        if int(stamps[0]) > time.time() + SIGNATURE_TOLERANCE_SECONDS:
+            raise WebhookSignatureError("Stripe-Signature timestamp is in the future")
         try:
             text = body.decode("utf-8")
             stripe.WebhookSignature.verify_header(
@@ -262,26 +204,14 @@ class StripeProvider:
         except UnicodeDecodeError as exc:
             # Stripe signs UTF-8 text; these bytes cannot be what it signed.
             raise WebhookSignatureError("webhook body is not UTF-8") from exc
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             # hmac.compare_digest refuses non-ASCII signature strings: a forged header.
             raise WebhookSignatureError("malformed Stripe-Signature header") from exc
-        self._check_future_skew(signature)
-        # A plain dict, not `stripe.Event`: we only read fields, and a StripeObject is not a
-        # dict since stripe v15 (`.get()` raises), a trap for the mapping code below.
+        # A plain dict, not `stripe.Event`: a StripeObject is not a dict since stripe v15.
         try:
-            event = json.loads(text)
-        except ValueError as exc:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:
             raise WebhookPayloadError(f"Stripe webhook is not JSON: {exc}") from exc
-        if not isinstance(event, dict) or event.get("object") != "event":
-            raise WebhookPayloadError("Stripe webhook is not a snapshot event object")
-        return event
-
-    @staticmethod
-    def _check_future_skew(signature: str) -> None:
-        # The SDK only rejects old timestamps; a far-future one would defeat the replay window.
-        stamps = [p.partition("=")[2] for p in signature.split(",") if p.startswith("t=")]
-        if stamps and int(stamps[0]) > time.time() + SIGNATURE_TOLERANCE_SECONDS:
-            raise WebhookSignatureError("Stripe-Signature timestamp is in the future")
 
     def _handlers(
         self,
@@ -290,82 +220,157 @@ class StripeProvider:
             **dict.fromkeys(_SESSION_EVENTS, self._on_session),
             "charge.refunded": self._on_refund,
             "charge.dispute.created": self._on_dispute,
+            "charge.dispute.closed": self._on_dispute_closed,
+            "charge.refund.updated": self._on_refund_update,
+            "refund.failed": self._on_refund_update,
         }
 
     async def _on_session(
-        self, event_id: str, event_type: str, session: dict[str, Any], created: datetime
+        self, event_id: str, event_type: str, data: dict[str, Any], created: datetime
     ) -> PaymentEvent:
-        session_id = str(session["id"])
-        metadata = session.get("metadata") or {}
-        order_id = session.get("client_reference_id") or metadata.get("order_id")
-        if session.get("mode") != "payment" or not order_id:
+        session = parse(Session, data, event_type)
+        order_id = session.order_id
+        if session.mode != "payment" or order_id is None:
             return Ignored(
                 provider=self.name,
                 reason=f"{event_type} for a session this gateway did not create",
-                provider_ref=session_id,
+                provider_ref=session.id,
             )
         common: dict[str, Any] = {
             "provider": self.name,
-            "provider_ref": session_id,
-            "order_id": str(order_id),
+            "provider_ref": session.id,
+            "order_id": order_id,
             # Stripe redelivers an event with the same id; distinct facts have distinct ids.
             "dedupe_key": event_id,
             "occurred_at": created,
-            "payment_ref": _expandable_id(session.get("payment_intent")),
+            "payment_ref": session.intent_id,
         }
-        paid = session.get("payment_status") == "paid"
+        paid = session.payment_status == "paid"
         if event_type == "checkout.session.async_payment_succeeded" or (
             event_type == "checkout.session.completed" and paid
         ):
-            return PaymentSettled(
-                **common,
-                amount_minor=int(session["amount_total"]),
-                currency=str(session["currency"]).upper(),
-            )
+            return self._settled(session, common)
         if event_type == "checkout.session.completed":
             return PaymentPending(**common, detail="delayed payment method, awaiting funds")
         if event_type == "checkout.session.async_payment_failed":
             return PaymentFailed(**common, reason="delayed payment failed")
         return PaymentFailed(**common, reason="checkout session expired")
 
+    def _settled(self, session: Session, common: dict[str, Any]) -> PaymentSettled:
+        if session.amount_total is None or session.currency is None:
+            raise WebhookPayloadError(f"Stripe session {session.id} is paid but has no amount")
+        try:
+            currency = normalize_currency(session.currency)
+            amount = from_stripe(session.amount_total, currency)
+        except MoneyError as exc:
+            raise WebhookPayloadError(f"Stripe session {session.id}: {exc}") from exc
+        return PaymentSettled(**common, amount_minor=amount, currency=currency)
+
     async def _on_refund(
-        self, event_id: str, event_type: str, charge: dict[str, Any], created: datetime
+        self, event_id: str, event_type: str, data: dict[str, Any], created: datetime
     ) -> PaymentEvent:
-        amount, refunded = int(charge["amount"]), int(charge["amount_refunded"])
-        if not (charge.get("refunded") is True or refunded >= amount):
+        charge = parse(Charge, data, event_type)
+        if not (charge.refunded or charge.amount_refunded >= charge.amount):
             return Ignored(
                 provider=self.name,
-                reason=f"partial refund ({refunded} of {amount}); license kept",
-                provider_ref=_expandable_id(charge.get("payment_intent")),
+                reason=f"partial refund ({charge.amount_refunded} of {charge.amount}); "
+                "license kept",
+                provider_ref=charge.intent_id,
             )
-        return await self._reversal(event_id, charge, created, reason="refunded")
+        return await self._reversal(event_id, charge.intent_id, None, created, reason="refunded")
 
     async def _on_dispute(
-        self, event_id: str, event_type: str, dispute: dict[str, Any], created: datetime
+        self, event_id: str, event_type: str, data: dict[str, Any], created: datetime
     ) -> PaymentEvent:
-        reason = f"disputed ({dispute.get('reason') or 'unknown reason'})"
-        return await self._reversal(event_id, dispute, created, reason=reason)
+        dispute = parse(Dispute, data, event_type)
+        reason = f"disputed ({dispute.reason or 'unknown reason'})"
+        return await self._reversal(
+            event_id, dispute.intent_id, dispute.charge_id, created, reason=reason
+        )
+
+    async def _on_dispute_closed(
+        self, event_id: str, event_type: str, data: dict[str, Any], created: datetime
+    ) -> PaymentEvent:
+        dispute = parse(Dispute, data, event_type)
+        if dispute.status != "won":
+            # Lost: the money went back at charge.dispute.created, which already revoked.
+            return Ignored(provider=self.name, reason=f"dispute closed as {dispute.status}")
+        return await self._reinstatement(
+            event_id, dispute.intent_id, dispute.charge_id, created, reason="dispute won"
+        )
+
+    async def _on_refund_update(
+        self, event_id: str, event_type: str, data: dict[str, Any], created: datetime
+    ) -> PaymentEvent:
+        refund = parse(Refund, data, event_type)
+        if refund.status != "failed":
+            return Ignored(provider=self.name, reason=f"refund is {refund.status}")
+        return await self._reinstatement(
+            event_id, refund.intent_id, refund.charge_id, created, reason="refund failed"
+        )
+
+    async def _intent_of(self, intent_id: str | None, charge_id: str | None) -> str | None:
+        if intent_id is None and charge_id is not None:
+            found = await self._retrieve(self._client.v1.charges.retrieve_async, charge_id)
+            intent_id = parse(Charge, found, "charge").intent_id if found else None
+        return intent_id
 
     async def _reversal(
-        self, event_id: str, obj: dict[str, Any], created: datetime, *, reason: str
+        self,
+        event_id: str,
+        intent_id: str | None,
+        charge_id: str | None,
+        created: datetime,
+        *,
+        reason: str,
     ) -> PaymentEvent:
-        intent_id = _expandable_id(obj.get("payment_intent"))
-        if intent_id is None and (charge_id := _expandable_id(obj.get("charge"))):
-            charge = await self._retrieve(self._client.v1.charges.retrieve_async, charge_id)
-            intent_id = _expandable_id(charge.get("payment_intent")) if charge else None
+        intent_id = await self._intent_of(intent_id, charge_id)
         if intent_id is None:
             return Ignored(provider=self.name, reason=f"{reason} for a charge without a payment")
-        intent = await self._retrieve(self._client.v1.payment_intents.retrieve_async, intent_id)
-        order_id = ((intent or {}).get("metadata") or {}).get("order_id")
         return PaymentReversed(
-            provider=self.name,
-            provider_ref=intent_id,
-            order_id=str(order_id) if order_id else None,
-            dedupe_key=event_id,
-            occurred_at=created,
-            payment_ref=intent_id,
-            reason=reason,
+            **await self._money_event(event_id, intent_id, created), reason=reason
         )
+
+    async def _reinstatement(
+        self,
+        event_id: str,
+        intent_id: str | None,
+        charge_id: str | None,
+        created: datetime,
+        *,
+        reason: str,
+    ) -> PaymentEvent:
+        # Re-read the charge: a won dispute on a charge that was also refunded in full, or a
+        # failed refund next to one that succeeded, leaves the money gone all the same.
+        if charge_id is None:
+            return Ignored(provider=self.name, reason=f"{reason} without a charge")
+        found = await self._retrieve(self._client.v1.charges.retrieve_async, charge_id)
+        if found is None:
+            return Ignored(provider=self.name, reason=f"{reason}: charge {charge_id} not found")
+        charge = parse(Charge, found, "charge")
+        if charge.refunded or charge.amount_refunded >= charge.amount:
+            return Ignored(provider=self.name, reason=f"{reason}, but the charge is refunded")
+        intent_id = intent_id or charge.intent_id
+        if intent_id is None:
+            return Ignored(provider=self.name, reason=f"{reason} for a charge without a payment")
+        return PaymentReinstated(
+            **await self._money_event(event_id, intent_id, created), reason=reason
+        )
+
+    async def _money_event(
+        self, event_id: str, intent_id: str, created: datetime
+    ) -> dict[str, Any]:
+        intent = await self._retrieve(self._client.v1.payment_intents.retrieve_async, intent_id)
+        order_id = parse(Intent, intent, "payment intent").order_id if intent else None
+        return {
+            "provider": self.name,
+            "provider_ref": intent_id,
+            "order_id": order_id,
+            "dedupe_key": event_id,
+            "occurred_at": created,
+            # The gateway applies it only if this is the payment that settled the order.
+            "payment_ref": intent_id,
+        }
 
     async def _retrieve(
         self, retrieve: Callable[[str], Awaitable[stripe.StripeObject]], object_id: str
@@ -375,10 +380,12 @@ class StripeProvider:
         A network error or 5xx raises ProviderUnavailable so the webhook answers 503 and
         Stripe redelivers instead of the reversal being lost.
         """
+        if not is_stripe_id(object_id):
+            raise WebhookPayloadError("Stripe id has an unexpected shape")
         try:
             found = await retrieve(object_id)
         except stripe.StripeError as exc:
-            error = _unavailable_or_rejected(exc, f"retrieve {object_id}")
+            error = unavailable_or_rejected(exc, f"retrieve {object_id}")
             if isinstance(error, ProviderUnavailable):
                 raise error from exc
             logger.warning("stripe %s not retrievable: %s", object_id, exc.user_message)
@@ -389,32 +396,38 @@ class StripeProvider:
     # -- reconciliation -----------------------------------------------------------------
 
     async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:
+        if not is_stripe_id(provider_ref, "cs"):
+            raise ProviderRejected("not a Stripe Checkout Session id")
         try:
-            session = await self._client.v1.checkout.sessions.retrieve_async(provider_ref)
+            found = await self._client.v1.checkout.sessions.retrieve_async(provider_ref)
         except stripe.StripeError as exc:
-            raise _unavailable_or_rejected(exc, f"retrieve session {provider_ref}") from exc
-        data: dict[str, Any] = session.to_dict()
-        status, paid = data.get("status"), data.get("payment_status") == "paid"
-        order_id = data.get("client_reference_id") or (data.get("metadata") or {}).get("order_id")
+            raise unavailable_or_rejected(exc, f"retrieve session {provider_ref}") from exc
+        try:
+            session = parse(Session, found.to_dict(), "session")
+        except WebhookPayloadError as exc:
+            raise ProviderRejected(str(exc)) from exc
+        # The dedupe keys name the fact (session + outcome): a second poll of the same fact
+        # is a duplicate, and the webhook for it (keyed by event id) finds the order moved.
         common: dict[str, Any] = {
             "provider": self.name,
             "provider_ref": provider_ref,
-            "order_id": order_id,
+            "order_id": session.order_id,
             "occurred_at": datetime.now(UTC),
-            "payment_ref": _expandable_id(data.get("payment_intent")),
+            "payment_ref": session.intent_id,
         }
-        if status == "complete" and paid:
-            return PaymentSettled(
-                **common,
-                dedupe_key=f"reconcile:{provider_ref}:paid",
-                amount_minor=int(data["amount_total"]),
-                currency=str(data["currency"]).upper(),
-            )
-        if status == "complete":
+        paid = session.payment_status == "paid"
+        if session.status == "complete" and paid:
+            try:
+                return self._settled(
+                    session, {**common, "dedupe_key": f"reconcile:{provider_ref}:paid"}
+                )
+            except WebhookPayloadError as exc:
+                raise ProviderRejected(str(exc)) from exc
+        if session.status == "complete":
             return PaymentPending(
                 **common, dedupe_key=f"reconcile:{provider_ref}:pending", detail="awaiting funds"
             )
-        if status == "expired":
+        if session.status == "expired":
             return PaymentFailed(
                 **common, dedupe_key=f"reconcile:{provider_ref}:expired", reason="expired"
             )

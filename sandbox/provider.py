@@ -1,7 +1,8 @@
 """`FakeProvider`: satisfies `PaymentProvider` for gateway tests without any provider API.
 
 Its webhook is JSON `{"events": [...]}` signed with `X-Fake-Signature: hex(HMAC-SHA256)`.
-Each event dict has `kind` (pending|settled|failed|reversed|ignored) and the event fields.
+Each event dict has `kind` (pending|settled|failed|reversed|reinstated|needs_review|ignored)
+and the event fields.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from providers.events import (
     Ignored,
     PaymentEvent,
     PaymentFailed,
+    PaymentNeedsReview,
     PaymentPending,
+    PaymentReinstated,
     PaymentReversed,
     PaymentSettled,
     ProviderName,
@@ -66,7 +69,12 @@ class FakeProvider:
     def _event(self, item: dict[str, Any]) -> PaymentEvent:
         kind = item.pop("kind")
         if kind == "ignored":
-            return Ignored(provider=self.name, reason=item.get("reason", "ignored"))
+            return Ignored(
+                provider=self.name,
+                reason=item.get("reason", "ignored"),
+                provider_ref=item.get("provider_ref"),
+                recheck_soon=bool(item.get("recheck_soon", False)),
+            )
         common: dict[str, Any] = {
             "provider": self.name,
             "provider_ref": item["provider_ref"],
@@ -88,6 +96,10 @@ class FakeProvider:
             return PaymentFailed(**common, reason=item.get("reason", "failed"))
         if kind == "reversed":
             return PaymentReversed(**common, reason=item.get("reason", "refunded"))
+        if kind == "reinstated":
+            return PaymentReinstated(**common, reason=item.get("reason", "dispute won"))
+        if kind == "needs_review":
+            return PaymentNeedsReview(**common, reason=item.get("reason", "needs a human"))
         raise WebhookPayloadError(f"unknown kind {kind!r}")
 
     async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:

@@ -285,3 +285,25 @@ def dispute_object(
         "reason": reason,
         "status": "needs_response",
     }
+
+
+def refund_object(charge: dict[str, Any], *, amount: int, created: int) -> dict[str, Any]:
+    """A succeeded refund of `amount` on `charge` (Stripe's `refund` object; its fields are
+    those of `components.schemas.refund` in ../shared/specs/stripe/spec3.json)."""
+    return {
+        "id": new_id("re"),
+        "object": "refund",
+        "amount": amount,
+        "balance_transaction": None,
+        "charge": charge["id"],
+        "created": created,
+        "currency": charge["currency"],
+        "failure_reason": None,
+        "metadata": {},
+        "payment_intent": charge["payment_intent"],
+        "reason": None,
+        "receipt_number": None,
+        "source_transfer_reversal": None,
+        "status": "succeeded",
+        "transfer_reversal": None,
+    }

@@ -22,6 +22,7 @@ from sandbox.stripe_objects import (
     event_object,
     new_id,
     payment_intent_object,
+    refund_object,
     session_object,
 )
 
@@ -76,6 +77,7 @@ class StripeState:
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.disputes: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
         self.events: list[SignedEvent] = []
         # payment_intent_data.metadata, copied onto the payment intent when one is created.
         self._intent_metadata: dict[str, dict[str, str]] = {}
@@ -233,7 +235,45 @@ class StripeState:
             )
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+        refund = refund_object(charge, amount=amount, created=self.clock())
+        self.refunds[refund["id"]] = refund
         return self.emit("charge.refunded", charge, request_id=new_id("req"))
+
+    def fail_refund(self, sid: str) -> SignedEvent:
+        """The bank returns the session's latest refund: Stripe marks it `failed`, gives the
+        amount back to the charge and sends `refund.failed`
+        (docs.stripe.com/refunds#failed-refunds).
+        """
+        charge = self._charge_of(sid)
+        mine = [r for r in self.refunds.values() if r["charge"] == charge["id"]]
+        if not mine or mine[-1]["status"] != "succeeded":
+            raise FakeStripeError(400, f"{sid} has no refund that could fail.")
+        refund = mine[-1]
+        refund.update(status="failed", failure_reason="expired_or_canceled_card")
+        charge["amount_refunded"] -= refund["amount"]
+        charge["refunded"] = False
+        return self.emit("refund.failed", refund)
+
+    def payment_link_session(self, client_reference_id: str, amount: int = 100) -> dict[str, Any]:
+        """A session someone opens from one of the account's Payment Links with
+        `?client_reference_id=...` in the URL: any value, and none of our metadata."""
+        return self.create_session(
+            {
+                "mode": "payment",
+                "line_items": [
+                    {
+                        "price_data": {
+                            "currency": "usd",
+                            "unit_amount": str(amount),
+                            "product_data": {"name": "Tip jar"},
+                        },
+                        "quantity": "1",
+                    }
+                ],
+                "client_reference_id": client_reference_id,
+                "success_url": "https://shop.example/thanks",
+            }
+        )
 
     def dispute(self, sid: str, reason: str = "fraudulent") -> SignedEvent:
         charge = self._charge_of(sid)
@@ -243,6 +283,15 @@ class StripeState:
         )
         self.disputes[dispute["id"]] = dispute
         return self.emit("charge.dispute.created", dispute)
+
+    def close_dispute(self, sid: str, status: str = "won") -> SignedEvent:
+        """The card network decides the session's dispute: `won` or `lost`."""
+        charge = self._charge_of(sid)
+        found = [d for d in self.disputes.values() if d["charge"] == charge["id"]]
+        if not found or found[-1]["status"] != "needs_response":
+            raise FakeStripeError(400, f"{sid} has no open dispute.")
+        found[-1]["status"] = status
+        return self.emit("charge.dispute.closed", found[-1])
 
     def _open(self, sid: str) -> dict[str, Any]:
         session = self.session(sid)

@@ -80,6 +80,9 @@ def event(
     }
     if kind == "settled":
         item |= {"amount_minor": order.amount_minor, "currency": order.currency}
+    if kind in ("settled", "reversed", "reinstated"):
+        # The payment that settles the order; a reversal applies only to that payment.
+        item["payment_ref"] = f"pay_{order.id}"
     item.update(fields)
     return item
 

@@ -194,11 +194,17 @@ async def test_overpayment_still_settles(
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("change", "reason", "status"),
     [
-        pytest.param({"amount_minor": 998}, "paid 998", id="short-by-one-minor-unit"),
-        pytest.param({"currency": "EUR"}, "currency EUR", id="wrong-currency"),
-        pytest.param({"provider_ref": "ref_someone_else"}, "settlement is for", id="wrong-ref"),
+        # money on the order's own checkout that does not match: the order needs a human
+        pytest.param(
+            {"amount_minor": 998}, "paid 998", "needs_review", id="short-by-one-minor-unit"
+        ),
+        pytest.param({"currency": "EUR"}, "currency EUR", "needs_review", id="wrong-currency"),
+        # someone else's checkout naming our order: recorded, the order left untouched
+        pytest.param(
+            {"provider_ref": "ref_someone_else"}, "event is for", "created", id="wrong-ref"
+        ),
     ],
 )
 async def test_mismatched_settlement_is_parked_and_issues_nothing(
@@ -208,6 +214,7 @@ async def test_mismatched_settlement_is_parked_and_issues_nothing(
     caplog: pytest.LogCaptureFixture,
     change: dict[str, Any],
     reason: str,
+    status: str,
 ) -> None:
     app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
@@ -219,9 +226,12 @@ async def test_mismatched_settlement_is_parked_and_issues_nothing(
 
         assert results(resp) == ["parked"]
         saved = await Order.get(id=order.id)
-        assert saved.status == OrderStatus.CREATED
-        assert saved.review_reason is not None
-        assert reason in saved.review_reason
+        assert saved.status == status
+        if status == "needs_review":
+            assert saved.review_reason is not None
+            assert reason in saved.review_reason
+        else:
+            assert saved.review_reason is None
         assert await License.filter(order_id=order.id).count() == 0
         assert await OutboxEmail.filter(order_id=order.id).count() == 0
         inbox = await InboxEvent.get(order_id=order.id)
@@ -240,7 +250,8 @@ async def test_unknown_order_id_is_parked_and_issues_nothing(
     app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
-        ghost = event(order, order_id="ord_does_not_exist", dedupe_key="evt_ghost")
+        # our id shape, but no such order (ids in other shapes are not ours: ignored)
+        ghost = event(order, order_id="ord_" + "f" * 20, dedupe_key="evt_ghost")
 
         resp = await deliver(client, fake, ghost)
 
@@ -249,7 +260,7 @@ async def test_unknown_order_id_is_parked_and_issues_nothing(
         assert await OutboxEmail.all().count() == 0
         inbox = await InboxEvent.get(dedupe_key="evt_ghost")
         assert inbox.outcome == InboxOutcome.PARKED
-        assert inbox.order_id == "ord_does_not_exist"
+        assert inbox.order_id == "ord_" + "f" * 20
         assert (await Order.get(id=order.id)).status == OrderStatus.CREATED
 
 
@@ -413,12 +424,22 @@ def test_review_cli_lists_parked_events_with_order_provider_reason_and_time(
     assert main(["review"]) == 0
     table = capsys.readouterr().out
 
-    [row] = rows
-    assert (row["provider"], row["order_id"], row["kind"]) == ("stripe", short_id, "settled")
-    assert row["reason"].startswith("paid 998 USD")
-    assert row["received_at"].startswith("20")
+    order_row, event_row = rows
+    assert (order_row["type"], order_row["order_id"], order_row["kind"]) == (
+        "order",
+        short_id,
+        "needs_review",
+    )
+    assert order_row["reason"].startswith("paid 998 USD")
+    assert (event_row["provider"], event_row["order_id"], event_row["kind"]) == (
+        "stripe",
+        short_id,
+        "settled",
+    )
+    assert event_row["reason"].startswith("paid 998 USD")
+    assert event_row["received_at"].startswith("20")
     assert good_id not in table
-    assert "1 parked event(s)" in table
+    assert "1 order(s) in needs_review, 1 parked event(s)" in table
 
 
 class _FlakyProvider(FakeProvider):
@@ -448,3 +469,39 @@ async def test_refused_delivery_answers_503_and_does_not_occupy_the_dedupe_slot(
 
         assert results(await deliver(client, fake, event(order))) == ["applied"]
         assert await License.filter(order_id=order.id).count() == 1
+
+
+async def test_settlement_without_a_payment_id_binds_reversals_to_its_checkout(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    # given a provider whose checkout is the payment (a BTCPay invoice): no payment_ref
+    app, fake = fake_gateway(db_url, settings_factory, catalog)
+    async with running(app) as client:
+        order = await new_order(catalog)
+        await deliver(client, fake, event(order, payment_ref=None))
+        assert (await Order.get(id=order.id)).payment_ref == order.provider_ref
+
+        # a reversal of another invoice naming this order changes nothing
+        other = event(order, "reversed", dedupe_key="evt_other", payment_ref="inv_other")
+        assert results(await deliver(client, fake, other)) == ["parked"]
+        assert (await License.get(order_id=order.id)).status == LicenseStatus.ACTIVE
+
+        # while the reversal of its own invoice revokes
+        own = event(order, "reversed", payment_ref=order.provider_ref)
+        assert results(await deliver(client, fake, own)) == ["applied"]
+        assert (await License.get(order_id=order.id)).status == LicenseStatus.REVOKED
+
+
+async def test_reinstatement_never_settles_an_order_that_was_reversed_before_it_settled(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    app, fake = fake_gateway(db_url, settings_factory, catalog)
+    async with running(app) as client:
+        order = await new_order(catalog)
+        assert results(await deliver(client, fake, event(order, "reversed"))) == ["applied"]
+
+        resp = await deliver(client, fake, event(order, "reinstated"))
+
+        assert results(resp) == ["parked"]
+        assert (await Order.get(id=order.id)).status == OrderStatus.REVERSED
+        assert await License.filter(order_id=order.id).count() == 0

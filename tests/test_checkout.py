@@ -67,7 +67,7 @@ async def test_form_post_redirects_to_the_checkout(
         assert resp.headers["location"] == order.checkout_url
 
 
-async def test_same_idempotency_key_returns_the_same_order(
+async def test_same_idempotency_key_returns_the_same_order_without_its_status_token(
     db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
 ) -> None:
     fake = FakeProvider(ProviderName.STRIPE)
@@ -78,25 +78,56 @@ async def test_same_idempotency_key_returns_the_same_order(
         second = await client.post("/checkout/stripe/pro", json=body, headers=headers)
 
         assert (first.status_code, second.status_code) == (201, 200)
-        assert first.json() == second.json()
+        assert second.json() == {
+            "order_id": first.json()["order_id"],
+            "checkout_url": first.json()["checkout_url"],
+            "status_url": None,
+            "replayed": True,
+        }
         assert await Order.all().count() == 1
         assert len(fake.created) == 1
 
 
-async def test_idempotency_key_reused_for_another_checkout_is_rejected(
+async def test_replaying_another_buyers_key_never_hands_out_the_status_token(
+    db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
+) -> None:
+    fake = FakeProvider(ProviderName.STRIPE)
+    async with running(_app(db_url, settings_factory, catalog, fake)) as client:
+        # given a buyer's checkout, and someone who learned its key, email and product
+        body, headers = {"email": "victim@example.com"}, {"Idempotency-Key": "cart-1"}
+        first = await client.post("/checkout/stripe/pro", json=body, headers=headers)
+        order = await Order.get(id=first.json()["order_id"])
+
+        # when they repeat the request, as JSON and as a form
+        replay = await client.post("/checkout/stripe/pro", json=body, headers=headers)
+        form = await client.post("/checkout/stripe/pro", data=body, headers=headers)
+
+        # then nothing they get carries the capability that shows the license key
+        for resp in (replay, form):
+            assert order.status_token not in resp.text
+            assert order.status_token not in resp.headers.get("location", "")
+        assert replay.json()["status_url"] is None
+
+
+async def test_idempotency_key_is_scoped_to_the_checkout_it_was_sent_with(
     db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
 ) -> None:
     fake = FakeProvider(ProviderName.STRIPE)
     async with running(_app(db_url, settings_factory, catalog, fake)) as client:
         headers = {"Idempotency-Key": "cart-43"}
-        await client.post("/checkout/stripe/pro", json={"email": "a@example.com"}, headers=headers)
-        resp = await client.post(
+        first = await client.post(
+            "/checkout/stripe/pro", json={"email": "a@example.com"}, headers=headers
+        )
+        other = await client.post(
             "/checkout/stripe/enterprise", json={"email": "a@example.com"}, headers=headers
         )
 
-        assert resp.status_code == 422
-        assert resp.json()["error"] == "idempotency_conflict"
-        assert await Order.all().count() == 1
+        # the same key for another product is another checkout, not someone's order
+        assert (first.status_code, other.status_code) == (201, 201)
+        assert other.json()["order_id"] != first.json()["order_id"]
+        assert await Order.all().count() == 2
+        # and the raw key is not what is stored
+        assert await Order.filter(idempotency_key="cart-43").count() == 0
 
 
 async def test_provider_down_answers_503_and_a_retry_completes_the_same_order(
@@ -114,7 +145,7 @@ async def test_provider_down_answers_503_and_a_retry_completes_the_same_order(
         assert down.status_code == 503
         assert down.json()["error"] == "provider_unavailable"
         assert fake.created == []
-        order = await Order.get(idempotency_key="cart-44")
+        order = await Order.get()
         assert order.checkout_url is None
 
         # when the buyer retries once the provider is back
@@ -122,7 +153,7 @@ async def test_provider_down_answers_503_and_a_retry_completes_the_same_order(
         retry = await client.post("/checkout/stripe/pro", json=body, headers=headers)
 
         # then the same order gets its checkout, created with the order-derived key
-        assert retry.status_code == 200
+        assert retry.status_code == 200, retry.text
         assert retry.json()["order_id"] == order.id
         assert [r.idempotency_key for r in fake.created] == [f"checkout:{order.id}"]
         assert await Order.all().count() == 1

@@ -28,7 +28,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = _run([PYTHON, "-m", "gateway", "--help"], tmp_path)
 
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "migrate", "send-mail", "review", "btcpay"):
+    for command in ("serve", "migrate", "send-mail", "review", "reconcile", "btcpay"):
         assert command in result.stdout
 
 

@@ -374,3 +374,70 @@ if SHARED_SPEC.exists():
             tool.build_extract(spec, tool.source_line(SHARED_SPEC), tool.load_fixtures(SHARED_SPEC))
         )
         assert EXTRACT_PATH.read_text(encoding="utf-8") == expected
+
+
+def test_reinstatement_flows_match_stripe_schemas() -> None:
+    # given a paid session that is disputed and wins, then refunded and the refund fails
+    fake = FakeStripe()
+    sid = fake.create_session(
+        {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": "usd",
+                        "unit_amount": "999",
+                        "product_data": {"name": "Pro"},
+                    },
+                    "quantity": "1",
+                }
+            ],
+            "metadata": {"order_id": "ord_" + "0" * 20},
+            "success_url": "https://shop.example/ok",
+        }
+    )["id"]
+    fake.complete_session(sid)
+    fake.dispute(sid)
+    closed = fake.close_dispute(sid, "won")
+    fake.refund(sid)
+    failed = fake.fail_refund(sid)
+
+    # then the new objects and events are what Stripe's schemas describe
+    assert event_errors(closed.event) == []
+    assert closed.event["data"]["object"]["status"] == "won"
+    assert object_errors("event", failed.event) == []
+    assert failed.event["type"] == "refund.failed"
+    # the extract stubs `refund`; its fields, from spec3.json components.schemas.refund:
+    refund_fields = set(
+        [
+            "amount",
+            "balance_transaction",
+            "charge",
+            "created",
+            "currency",
+            "description",
+            "failure_balance_transaction",
+            "failure_reason",
+            "id",
+            "instructions_email",
+            "metadata",
+            "next_action",
+            "object",
+            "payment_intent",
+            "reason",
+            "receipt_number",
+            "source_transfer_reversal",
+            "status",
+            "transfer_reversal",
+        ]
+    )
+    for refund in fake.refunds.values():
+        assert set(refund) <= refund_fields, set(refund) - refund_fields
+        assert {"amount", "created", "currency", "id", "object"} <= set(refund)
+    assert [r["status"] for r in fake.refunds.values()] == ["failed"]
+    assert (
+        fake.charges[fake.payment_intents[fake.sessions[sid]["payment_intent"]]["latest_charge"]][
+            "amount_refunded"
+        ]
+        == 0
+    )
