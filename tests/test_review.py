@@ -76,7 +76,7 @@ def test_underpaid_order_shows_needs_review_and_issue_after_review_gives_one_lic
     before = _order_json(db_url, settings_factory, catalog, order_id)
     assert before["status"] == "needs_review"
     assert before["license"] is None
-    assert "we are checking it" in str(before["_html"])
+    assert "Your payment needs a manual check" in str(before["_html"])
 
     # when the operator checked the payment and issues, twice (a double-run script)
     assert (
