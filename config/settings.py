@@ -207,6 +207,9 @@ class MailSettings(BaseModel):
     retry_max_seconds: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=20, ge=1)
     batch_size: int = Field(default=20, ge=1)
+    # `serve` runs the outbox sender in-process. Off when a separate `send-mail` process
+    # (or another host) sends; on SQLite run exactly one of the two.
+    sender_in_serve: bool = True
 
 
 _SECRET_PATHS = (

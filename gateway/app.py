@@ -18,9 +18,11 @@ from gateway.apply import Applier
 from gateway.errors import handlers
 from gateway.guards import BodyLimitMiddleware, RateLimiter
 from gateway.health import healthz, readyz
+from gateway.logs import install_filters
 from gateway.mailer import Mailer
 from gateway.orders import order_status
 from gateway.purchase import checkout, purchase_options, render_purchase_options
+from gateway.request_id import RequestIdMiddleware
 from gateway.state import AppState
 from gateway.webhooks import webhook
 from providers.base import PaymentProvider
@@ -42,10 +44,12 @@ def create_app(
 
     Startup errors (bad settings, bad catalog) raise here, before the server listens.
     Tests inject `providers` (fakes) and a `catalog`; `run_mailer=False` keeps the outbox
-    sender loop off so a test can drive `gateway.mailer.Mailer` itself.
+    sender loop off so a test can drive `gateway.mailer.Mailer` itself. The operator does
+    the same with `mail.sender_in_serve = false` (a separate `send-mail` process sends).
     """
     settings = settings or load_settings()
     catalog = catalog or load_catalog(settings.products_file)
+    install_filters()
     for name, (is_on, reason) in settings.provider_status.items():
         log.log(logging.INFO if is_on else logging.WARNING, "provider %s: %s", name, reason)
     owns_providers = providers is None
@@ -67,7 +71,7 @@ def create_app(
         stop = asyncio.Event()
         sender = (
             asyncio.create_task(Mailer(settings).run_forever(stop), name="outbox-mailer")
-            if run_mailer
+            if run_mailer and settings.mail.sender_in_serve
             else None
         )
         try:
@@ -95,11 +99,13 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
     ]
     middleware = [
+        # Outermost, so every answer (413s included) carries the id.
+        Middleware(RequestIdMiddleware),
         Middleware(
             BodyLimitMiddleware,
             webhook_bytes=settings.limits.webhook_body_bytes,
             api_bytes=settings.limits.api_body_bytes,
-        )
+        ),
     ]
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers=handlers(), middleware=middleware

@@ -41,6 +41,7 @@ from providers.events import (
     PaymentReversed,
     PaymentSettled,
 )
+from providers.ids import is_order_id
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class Applier:
             provider=event.provider.value,
             dedupe_key=event.dedupe_key,
             kind=_KIND[type(event)],
-            order_id=result.order_id or event.order_id,
+            order_id=result.order_id or (event.order_id if is_order_id(event.order_id) else None),
             provider_ref=event.provider_ref,
             payload=raw.decode("utf-8", errors="replace"),
             outcome=InboxOutcome(result.result),
@@ -152,6 +153,10 @@ class Applier:
     async def _find_order(self, conn: BaseDBAsyncClient, event: ActionableEvent) -> Order | None:
         query = Order.select_for_update().using_db(conn)
         if event.order_id:
+            # Not our id shape (a foreign Payment Link, another app's invoice, a NUL byte):
+            # not an order of ours, and nothing to ask the database about.
+            if not is_order_id(event.order_id):
+                return None
             return await query.filter(id=event.order_id).first()
         if event.payment_ref:
             found = await query.filter(payment_ref=event.payment_ref).first()

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from config.money import format_decimal
 from gateway.models import License, Order, OrderStatus
 from gateway.state import AppState
+from providers.ids import is_order_id
 
 _NOT_FOUND = {"error": "not_found", "detail": "no such order"}
 # Compared against when the order does not exist, so both paths do the same work.
@@ -27,7 +28,10 @@ REFRESH_SECONDS = 5
 async def order_status(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     html = prefers_html(request.headers.get("accept", ""))
-    order = await Order.get_or_none(id=request.path_params["order_id"])
+    order_id = request.path_params["order_id"]
+    # Only our id shape reaches the database: a long id (over the column), a NUL byte
+    # (refused by PostgreSQL) or any junk is simply "no such order".
+    order = await Order.get_or_none(id=order_id) if is_order_id(order_id) else None
     token = request.query_params.get("token", "")
     expected = order.status_token if order is not None else _NO_TOKEN
     if order is None or not hmac.compare_digest(token.encode(), expected.encode()):
