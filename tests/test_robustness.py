@@ -130,7 +130,8 @@ async def test_provider_error_text_is_logged_not_answered_and_has_a_request_id(
 
     assert resp.status_code == 502
     body = resp.json()
-    assert "sk_" not in resp.text and "API Key" not in resp.text
+    assert "sk_" not in resp.text
+    assert "API Key" not in resp.text
     assert body["error"] == "provider_rejected"
     assert body["request_id"] == resp.headers["x-request-id"]
     # the operator still has the detail
@@ -158,7 +159,8 @@ async def test_request_id_is_echoed_when_sane_and_minted_otherwise(
 
     rid = resp.headers["x-request-id"]
     assert (rid == incoming) is kept
-    assert 8 <= len(rid) <= 64 and rid.isprintable()
+    assert 8 <= len(rid) <= 64
+    assert rid.isprintable()
 
 
 async def test_unique_race_is_409_and_a_cut_connection_is_503_never_500() -> None:
