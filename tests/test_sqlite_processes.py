@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -56,10 +57,10 @@ api_base = "http://127.0.0.1:9"
 
 
 async def test_settle_storm_with_serve_and_send_mail_on_one_sqlite_file_has_no_503(
-    tmp_path: Path, catalog: Catalog, settings_factory: type[Settings]
+    tmp_path: Path, catalog: Catalog, settings_factory: Callable[..., Settings]
 ) -> None:
     url = f"sqlite://{tmp_path / 'data' / 'gateway.sqlite3'}"
-    settings = settings_factory(database_url=url)  # type: ignore[call-arg]
+    settings = settings_factory(database_url=url)
     await db.open_db(settings)
     try:
         orders = [await new_order(catalog) for _ in range(ORDERS)]
