@@ -49,6 +49,8 @@ def _connection(database_url: str) -> str | dict[str, Any]:
         return database_url
     config = expand_db_url(database_url)
     config["credentials"]["reset"] = _release_reset
+    # Releases the pool connection when BEGIN fails (gateway/asyncpg_engine.py).
+    config["engine"] = "gateway.asyncpg_engine"
     return config
 
 
