@@ -75,6 +75,13 @@ _KIND = {
 }
 
 
+def _storable_id(order_id: str | None) -> str | None:
+    """A foreign order id as the operator's clue, if it fits the column (and has no NUL)."""
+    if order_id is None or len(order_id) > 40 or "\x00" in order_id:
+        return None
+    return order_id
+
+
 class Result(StrEnum):
     APPLIED = "applied"
     NOOP = "noop"
@@ -141,7 +148,7 @@ class Applier:
             provider=event.provider.value,
             dedupe_key=event.dedupe_key,
             kind=_KIND[type(event)],
-            order_id=result.order_id or (event.order_id if is_order_id(event.order_id) else None),
+            order_id=result.order_id or _storable_id(event.order_id),
             provider_ref=event.provider_ref,
             payload=raw.decode("utf-8", errors="replace"),
             outcome=InboxOutcome(result.result),

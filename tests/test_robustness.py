@@ -71,7 +71,7 @@ async def test_signed_event_with_a_foreign_order_id_is_answered_2xx_not_500(
         assert resp.status_code == 200, resp.text
         assert resp.json()["events"][0]["result"] == "parked"
         stored = await InboxEvent.get(dedupe_key="evt_foreign")
-        assert stored.order_id is None  # the foreign id never reached an order column
+        assert stored.order_id is None  # too long or with a NUL: not even kept as a clue
 
 
 async def test_deeply_nested_json_on_checkout_is_400_not_500(
