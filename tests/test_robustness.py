@@ -16,7 +16,8 @@ from starlette.routing import Route
 from tortoise.exceptions import IntegrityError
 
 from config.catalog import Catalog
-from config.settings import LimitsSettings, Settings
+from config.settings import BtcpaySettings, LimitsSettings, Settings, StripeSettings
+from gateway.app import create_app
 from gateway.errors import handlers
 from gateway.models import InboxEvent, Order
 from gateway.request_id import RequestIdMiddleware
@@ -25,6 +26,7 @@ from providers.errors import ProviderRejected
 from sandbox.provider import FakeProvider
 from tests.conftest import running
 from tests.helpers_issuer import deliver, fake_gateway, new_order
+from tests.test_two_processes import WEBHOOK_SECRET, _session_event, _signed
 
 SettingsFactory = Callable[..., Settings]
 LEAKY = "Invalid API Key provided: sk_test_****9876"
@@ -276,3 +278,38 @@ async def test_existing_order_lookup_still_works(
 
     assert resp.status_code == 200
     assert resp.json()["order_id"] == order.id
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["ord_\u0000" + "0" * 19, "ord_" + "c" * 60, "plink_someone_elses_payment_link"],
+)
+async def test_signed_stripe_session_with_a_foreign_reference_is_200_never_5xx(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, reference: str
+) -> None:
+    # given the real Stripe provider (a Payment Link of the same account can carry any
+    # client_reference_id, and the payload is correctly signed)
+    settings = settings_factory(
+        database_url=db_url,
+        stripe=StripeSettings(
+            enabled=True,
+            secret_key="sk_test_foreign",
+            webhook_secret=WEBHOOK_SECRET,
+            api_base="http://127.0.0.1:9",
+        ),
+        btcpay=BtcpaySettings(enabled=False),
+    )
+    app = create_app(settings, catalog=catalog, run_migrations=False, run_mailer=False)
+    async with running(app) as client:
+        order = await new_order(catalog)
+        event = _session_event(order, "evt_foreign_reference", "checkout.session.completed")
+        event["data"]["object"]["client_reference_id"] = reference
+        event["data"]["object"]["metadata"] = {"order_id": reference}
+        body, headers = _signed(event)
+
+        # when it is delivered
+        resp = await client.post("/webhooks/stripe", content=body, headers=headers)
+
+        # then it is answered 2xx and nothing is issued for our order
+        assert resp.status_code == 200, resp.text
+        assert (await Order.get(id=order.id)).status == "created"
