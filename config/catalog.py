@@ -7,9 +7,10 @@ and the key named, because a typo in a price is a lost sale or a free license.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,20 @@ from typing import Any
 from config.money import MoneyError, format_decimal, normalize_currency, to_minor
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+# What storage and providers accept, checked at startup so that no settlement can fail on
+# a catalog value later: the license email subject ("Your <name> license key") must fit its
+# 255-character column, tier and add-on names the 64-character license columns.
+NAME_MAX = 200
+DESCRIPTION_MAX = 1000
+TIER_MAX = 64
+ADDON_MAX = 64
+ADDONS_MAX_COUNT = 32
+SEATS_MAX = 100_000
+
+_TOP_KEYS = ("tiers", "products")
+_TIER_KEYS = ("seats",)
+_PRODUCT_KEYS = ("id", "name", "description", "price", "currency", "tier", "addons")
 
 
 class CatalogError(ValueError):
@@ -66,6 +81,26 @@ def _fail(path: Path, key: str, message: str) -> CatalogError:
     return CatalogError(f"{path}: {key}: {message}")
 
 
+def _check_keys(path: Path, where: str, found: Iterable[str], known: tuple[str, ...]) -> None:
+    """A typo (`adons = [...]`) is a startup error, not a license without its add-on."""
+    for key in found:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+        name = f"{where}.{key}" if where else key
+        raise _fail(path, name, f"unknown key{hint}")
+
+
+def _check_text(path: Path, key: str, value: str, limit: int, *, multiline: bool = False) -> None:
+    if len(value) > limit:
+        raise _fail(path, key, f"at most {limit} characters, got {len(value)}")
+    # A line break in a name would end up in an email Subject header (refused at send time).
+    allowed = "\t\n" if multiline else ""
+    if any((ord(ch) < 32 and ch not in allowed) or ch == "\x7f" for ch in value):
+        raise _fail(path, key, "must not contain control characters or line breaks")
+
+
 def _parse_price(path: Path, key: str, raw: Any, currency: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, (Decimal, str, int)):
         raise _fail(path, key, f"price must be a decimal number, got {raw!r}")
@@ -80,6 +115,7 @@ def _parse_price(path: Path, key: str, raw: Any, currency: str) -> int:
 
 def parse_catalog(data: Mapping[str, Any], path: Path) -> Catalog:
     """Validate an already-parsed catalog document (floats must be `Decimal`)."""
+    _check_keys(path, "", data.keys(), _TOP_KEYS)
     tiers: dict[str, Tier] = {}
     raw_tiers = data.get("tiers", {})
     if not isinstance(raw_tiers, dict):
@@ -88,9 +124,15 @@ def parse_catalog(data: Mapping[str, Any], path: Path) -> Catalog:
         key = f"tiers.{tier_id}"
         if not isinstance(tier, dict):
             raise _fail(path, key, "must be a table")
+        _check_keys(path, key, tier.keys(), _TIER_KEYS)
+        if not tier_id.strip():
+            raise _fail(path, key, "tier name must not be empty")
+        _check_text(path, key, tier_id, TIER_MAX)
         seats = tier.get("seats")
-        if isinstance(seats, bool) or not isinstance(seats, int) or seats < 1:
-            raise _fail(path, f"{key}.seats", f"must be a positive integer, got {seats!r}")
+        if isinstance(seats, bool) or not isinstance(seats, int) or not 1 <= seats <= SEATS_MAX:
+            raise _fail(
+                path, f"{key}.seats", f"must be a positive integer up to {SEATS_MAX}, got {seats!r}"
+            )
         tiers[tier_id] = Tier(id=tier_id, seats=seats)
 
     raw_products = data.get("products")
@@ -107,9 +149,11 @@ def parse_catalog(data: Mapping[str, Any], path: Path) -> Catalog:
         key = f"products.{pid}"
         if pid in products:
             raise _fail(path, f"{key}.id", "duplicate product id")
+        _check_keys(path, key, item.keys(), _PRODUCT_KEYS)
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise _fail(path, f"{key}.name", "must be a non-empty string")
+        _check_text(path, f"{key}.name", name, NAME_MAX)
         try:
             currency = normalize_currency(str(item.get("currency", "")))
         except MoneyError as exc:
@@ -119,11 +163,16 @@ def parse_catalog(data: Mapping[str, Any], path: Path) -> Catalog:
         if not isinstance(tier_id, str) or tier_id not in tiers:
             raise _fail(path, f"{key}.tier", f"unknown tier {tier_id!r} (known: {sorted(tiers)})")
         addons = item.get("addons", [])
-        if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
-            raise _fail(path, f"{key}.addons", "must be a list of strings")
+        if not isinstance(addons, list) or not all(isinstance(a, str) and a for a in addons):
+            raise _fail(path, f"{key}.addons", "must be a list of strings, none empty")
+        if len(addons) > ADDONS_MAX_COUNT:
+            raise _fail(path, f"{key}.addons", f"at most {ADDONS_MAX_COUNT} add-ons")
+        for addon in addons:
+            _check_text(path, f"{key}.addons", addon, ADDON_MAX)
         description = item.get("description", name)
         if not isinstance(description, str):
             raise _fail(path, f"{key}.description", "must be a string")
+        _check_text(path, f"{key}.description", description, DESCRIPTION_MAX, multiline=True)
         products[pid] = Product(
             id=pid,
             name=name,

@@ -11,6 +11,7 @@ Env names are `GATEWAY_<FIELD>` and `GATEWAY_<SECTION>__<FIELD>`. Build `Setting
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -273,6 +274,37 @@ _SECRET_PATHS = (
 _TOP_LEVEL_SECRETS = ("metrics_token",)
 
 
+def _field_names(model: type[BaseModel]) -> list[str]:
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        names.append(name)
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names += [c for c in alias.choices if isinstance(c, str)]
+    return names
+
+
+def _check_unknown_keys(
+    path: Path, data: dict[str, Any], model: type[BaseModel], where: str
+) -> None:
+    """A typo in the operator file is a startup error naming file and key, with a hint."""
+    known = _field_names(model)
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            variable = env_name(*name.split("."))
+            raise SettingsError(f"{path}: {name}: unknown key ({variable} is not a setting){hint}")
+        annotation = model.model_fields[key].annotation if key in model.model_fields else None
+        if (
+            isinstance(value, dict)
+            and isinstance(annotation, type)
+            and issubclass(annotation, BaseModel)
+        ):
+            _check_unknown_keys(path, value, annotation, name)
+
+
 class _OperatorTomlSource(PydanticBaseSettingsSource):
     """Reads the operator TOML named by `config_file` (kwarg or env), refusing secrets."""
 
@@ -307,6 +339,7 @@ class _OperatorTomlSource(PydanticBaseSettingsSource):
                     f"{self.path}: {key}: secrets are read only from the environment "
                     f"or .env ({env_name(key)}), never from the config file"
                 )
+        _check_unknown_keys(self.path, data, self.settings_cls, "")
         return data
 
 

@@ -21,6 +21,7 @@ from gateway.errors import handlers
 from gateway.guards import BodyLimitMiddleware, RateLimiter
 from gateway.health import healthz, readyz
 from gateway.instrumented import InstrumentedProvider
+from gateway.logs import install_filters
 from gateway.mailer import Mailer
 from gateway.metrics import metrics_endpoint
 from gateway.orders import order_status
@@ -28,6 +29,7 @@ from gateway.pages import buy_page, buy_submit
 from gateway.purchase import checkout, purchase_options, render_purchase_options
 from gateway.reconciler import Reconciler
 from gateway.recover import recover_page, recover_submit
+from gateway.request_id import RequestIdMiddleware
 from gateway.security import SecurityHeadersMiddleware, content_security_policy
 from gateway.state import AppState
 from gateway.webhook_alarm import SignatureAlarm
@@ -62,6 +64,7 @@ def create_app(
     if run_mailer is None:
         run_mailer = settings.mail.sender_in_serve
     catalog = catalog or load_catalog(settings.products_file)
+    install_filters()
     for name, (is_on, reason) in settings.provider_status.items():
         log.log(logging.INFO if is_on else logging.WARNING, "provider %s: %s", name, reason)
     names = (
@@ -144,7 +147,9 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     middleware = [
-        # Outermost, so every answer (413s and error pages included) carries the headers.
+        # Outermost, so every answer (413s included) carries the request id.
+        Middleware(RequestIdMiddleware),
+        # Next, so every answer (413s and error pages included) carries the headers.
         Middleware(SecurityHeadersMiddleware, csp=content_security_policy(settings)),
         Middleware(ScopedCORSMiddleware, origins=settings.allowed_origins),
         Middleware(

@@ -87,6 +87,13 @@ _KIND = {
 _PAYMENT_EVENTS = (PaymentReversed, PaymentReinstated)
 
 
+def _storable_id(order_id: str | None) -> str | None:
+    """A foreign order id as the operator's clue, if it fits the column (and has no NUL)."""
+    if order_id is None or len(order_id) > 40 or "\x00" in order_id:
+        return None
+    return order_id
+
+
 class Result(StrEnum):
     APPLIED = "applied"
     NOOP = "noop"
@@ -153,7 +160,7 @@ class Applier:
             provider=event.provider.value,
             dedupe_key=event.dedupe_key,
             kind=_KIND[type(event)],
-            order_id=result.order_id or event.order_id,
+            order_id=result.order_id or _storable_id(event.order_id),
             provider_ref=event.provider_ref,
             payload=raw.decode("utf-8", errors="replace"),
             outcome=InboxOutcome(result.result),
@@ -165,7 +172,8 @@ class Applier:
     async def _find_order(self, conn: BaseDBAsyncClient, event: ActionableEvent) -> Order | None:
         query = Order.select_for_update().using_db(conn)
         if event.order_id:
-            # A foreign id (too long, NUL, another app's scheme) is not ours: never a query.
+            # Not our id shape (a foreign Payment Link, another app's invoice, a NUL byte):
+            # not an order of ours, and nothing to ask the database about.
             if not is_order_id(event.order_id):
                 return None
             return await query.filter(id=event.order_id).first()

@@ -24,6 +24,9 @@ CONNECTION_LOST: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InvalidCatalogNameError,
+    # "cannot switch to state ...; another operation is in progress": the connection was
+    # cut in the middle of an operation (often the rollback after an IntegrityError).
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -36,10 +39,18 @@ async def _release_reset(conn: Any) -> None:
 
 
 def _connection(database_url: str) -> str | dict[str, Any]:
+    if database_url.startswith("sqlite://"):
+        config = expand_db_url(database_url)
+        # BEGIN IMMEDIATE + a busy timeout: a second process on the file waits, never
+        # fails with "database is locked" (gateway/sqlite_immediate.py).
+        config["engine"] = "gateway.sqlite_immediate"
+        return config
     if not database_url.startswith(("postgres://", "postgresql://", "asyncpg://")):
         return database_url
     config = expand_db_url(database_url)
     config["credentials"]["reset"] = _release_reset
+    # Releases the pool connection when BEGIN fails (gateway/asyncpg_engine.py).
+    config["engine"] = "gateway.asyncpg_engine"
     return config
 
 

@@ -7,6 +7,20 @@ from html import escape
 
 from config.catalog import Product
 
+# `OutboxEmail.subject` is a 255-character column. The catalog keeps names well under it;
+# clipping here as well means no rendering of any name can fail the settle transaction
+# that writes this row with the license.
+SUBJECT_MAX = 255
+
+
+def subject_line(name: str) -> str:
+    """The subject "Your <name> license key", the name cut short with "…" to fit."""
+    subject = f"Your {name} license key"
+    if len(subject) <= SUBJECT_MAX:
+        return subject
+    room = SUBJECT_MAX - len("Your … license key")
+    return f"Your {name[:room]}… license key"
+
 
 @dataclass(frozen=True, slots=True)
 class EmailContent:
@@ -42,4 +56,6 @@ def license_email(
         f"<p>Order: {escape(order_id)} — "
         f'<a href="{escape(status_url, quote=True)}">order status</a></p>'
     )
-    return EmailContent(subject=f"Your {product.name} license key", text=text, html=html)
+    # Line breaks would be refused as a header at send time, long after the settlement.
+    subject = subject_line(" ".join(product.name.split()))
+    return EmailContent(subject=subject, text=text, html=html)

@@ -3,6 +3,10 @@
 `GATEWAY_LOG_FORMAT=text` (default) is for a terminal; `json` writes one JSON object per
 line for log shippers. Both pass every message through `redact_keys`, a last line of
 defence: code logs `mask_key(key)`, and a whole license key never reaches a log line.
+
+Two filters keep logs useful and safe: every record carries the request id of the request
+it was made for, and uvicorn's access log never writes a query string of `/orders/...`
+(the status token there is the only guard on the license key) nor any `token=` value.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 
 from gateway.request_context import request_id_var
 
-_CONTEXT_FIELDS = ("order_id", "provider", "event", "dedupe_key")
+_CONTEXT_FIELDS = ("order_id", "provider", "event", "dedupe_key", "request_id")
+_TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])[^=&;]*token=)[^&;]*")
+REDACTED = "[redacted]"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # The shape of gateway.licenses keys (no 0/O/1/I/L).
 _GROUP = "[2-9A-HJKMNP-Z]{4}"
@@ -66,6 +72,44 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` (None outside a request) to every record it sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        return True
+
+
+def redact_path(path: str) -> str:
+    """A request target safe to log: no query string on /orders, no `token=` value at all."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    if base.startswith("/orders"):
+        return f"{base}?{REDACTED}"
+    return f"{base}?{_TOKEN_VALUE.sub(lambda m: m.group(1) + REDACTED, query)}"
+
+
+class AccessLogTokenFilter(logging.Filter):
+    """For "uvicorn.access": its args are (client, method, path with query, version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_path(args[2]), *args[3:])
+        return True
+
+
+def install_filters() -> None:
+    """Idempotent: safe to call once per process start (serve, CLI, tests)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogTokenFilter) for f in access.filters):
+        # On the logger, not a handler: uvicorn replaces the access log's handlers with
+        # its own when it configures logging, but leaves logger filters in place.
+        access.addFilter(AccessLogTokenFilter())
+
+
 def make_formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else ContextFormatter()
 
@@ -73,9 +117,11 @@ def make_formatter(log_format: str) -> logging.Formatter:
 def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(make_formatter(log_format))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    install_filters()
 
 
 def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
@@ -90,10 +136,12 @@ def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"gateway": formatter},
+        "filters": {"request_id": {"()": "gateway.logs.RequestIdFilter"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "gateway",
+                "filters": ["request_id"],
                 "stream": "ext://sys.stderr",
             }
         },

@@ -8,9 +8,17 @@ the lease ran out, so several senders (in several processes or hosts) never doub
 SQLite has no row locks; the compare-and-set still keeps two senders apart, but run one
 sender per SQLite database.
 
+Each send is bounded as a whole (`asyncio.timeout(smtp.timeout_seconds)`), not only per
+SMTP command as aiosmtplib's own timeout is: a relay answering every command slowly could
+otherwise hold one message for many timeouts, the lease would run out mid-batch, and a
+second sender would claim and send the same row again. With whole-send bounds a batch holds
+its claim for at most `batch_size * timeout`, and the lease is that plus a margin.
+
 Right after the transport accepts a message the row is marked sent in its own committed
-update, so a later run never sends it again. A crash between the two can re-send that one
-mail once the lease has expired: the unavoidable at-least-once window of any SMTP outbox.
+update, a compare-and-set on the claim (`attempts` as claimed), so a stale sender can never
+overwrite a newer claim. A crash between the two can re-send that one mail once the lease
+has expired: the unavoidable at-least-once window of any SMTP outbox; the `Message-ID` is
+fixed per row, so such a copy is recognisable downstream.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +42,9 @@ from config.settings import Settings, SmtpSettings
 from gateway.models import EmailStatus, OutboxEmail
 
 log = logging.getLogger(__name__)
+
+# Database round trips of one batch (claim, mark sent/failed), on top of its sends.
+LEASE_MARGIN = timedelta(seconds=60)
 
 
 class Transport(Protocol):
@@ -100,12 +112,16 @@ def build_message(row: OutboxEmail, sender: str) -> EmailMessage:
     message["To"] = row.to_address
     message["Subject"] = row.subject
     message["Date"] = format_datetime(datetime.now(UTC))
-    domain = sender.rpartition("@")[2] or "localhost"
-    # Stable per row, so a re-send after a crash can be recognised as the same mail.
-    message["Message-ID"] = make_msgid(idstring=f"outbox{row.id}", domain=domain)
+    message["Message-ID"] = message_id(row, sender)
     message.set_content(row.body_text)
     message.add_alternative(row.body_html, subtype="html")
     return message
+
+
+def message_id(row: OutboxEmail, sender: str) -> str:
+    """Fixed per outbox row: a re-send after a crash carries the same id as the first copy."""
+    domain = sender.rpartition("@")[2].strip("<> ") or "localhost"
+    return f"<outbox-{row.id}.{row.order_id}@{domain}>"  # type: ignore[attr-defined]
 
 
 def backoff(attempts: int, *, base: float, cap: float) -> timedelta:
@@ -125,14 +141,25 @@ class Mailer:
         self.settings = settings
         self.transport = transport or transport_for(settings)
         mail = settings.mail
+        # Bounds one whole send (connect, every command, the data), not one SMTP command.
+        self.send_timeout = settings.smtp.timeout_seconds
         # Long enough for a whole batch to time out one message after another.
-        self.lease = timedelta(seconds=mail.batch_size * settings.smtp.timeout_seconds + 60)
+        self.lease = timedelta(seconds=mail.batch_size * self.send_timeout) + LEASE_MARGIN
 
     async def run_once(self, now: datetime | None = None) -> MailRun:
         """Send every due email once. `now` is injectable so tests control time."""
         now = now or datetime.now(UTC)
         sent = failed = dead = 0
-        for row in await self._claim(now):
+        claimed = await self._claim(now)
+        started = time.monotonic()
+        for index, row in enumerate(claimed):
+            # Belt and braces: never start a send that could outlive the claim. The rows
+            # left are sent after their lease runs out, by this or another sender.
+            elapsed = time.monotonic() - started
+            if elapsed + self.send_timeout > self.lease.total_seconds():
+                left = len(claimed) - index
+                log.warning("outbox: batch ran out of lease; %d email(s) left for later", left)
+                break
             outcome = await self._deliver(row, now)
             sent += outcome == EmailStatus.SENT
             failed += outcome == EmailStatus.PENDING
@@ -177,13 +204,23 @@ class Mailer:
         return claimed
 
     async def _deliver(self, row: OutboxEmail, now: datetime) -> EmailStatus:
+        message = build_message(row, self.settings.smtp.sender)
         try:
-            await self.transport.send(build_message(row, self.settings.smtp.sender))
-        except Exception as exc:  # any transport failure is retried, never fatal
+            async with asyncio.timeout(self.send_timeout):
+                await self.transport.send(message)
+        except Exception as exc:  # any transport failure (a timeout too) is retried
             return await self._failed(row, now, exc)
-        await OutboxEmail.filter(id=row.id).update(
-            status=EmailStatus.SENT, sent_at=datetime.now(UTC), last_error=None
-        )
+        # Compare-and-set on our claim: only the sender holding the row's current claim
+        # marks it, so a stale sender never overwrites a newer claim's outcome.
+        marked = await OutboxEmail.filter(
+            id=row.id, status=EmailStatus.PENDING, attempts=row.attempts
+        ).update(status=EmailStatus.SENT, sent_at=datetime.now(UTC), last_error=None)
+        if not marked:
+            log.warning(
+                "email %s for order %s was sent after its claim had been taken over",
+                row.id,
+                row.order_id,  # type: ignore[attr-defined]
+            )
         log.info("email %s (%s) sent for order %s", row.id, row.kind, row.order_id)  # type: ignore[attr-defined]
         return EmailStatus.SENT
 

@@ -27,7 +27,8 @@ async def order_status(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     html = prefers_html(request.headers.get("accept", ""))
     order_id = request.path_params["order_id"]
-    # A foreign id (too long for the column, NUL bytes) is simply not found, before any query.
+    # Only our id shape reaches the database: a long id (over the column), a NUL byte
+    # (refused by PostgreSQL) or any junk is simply "no such order".
     order = await Order.get_or_none(id=order_id) if is_order_id(order_id) else None
     token = request.query_params.get("token", "")
     expected = order.status_token if order is not None else _NO_TOKEN

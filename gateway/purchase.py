@@ -20,6 +20,7 @@ from tortoise.expressions import Q
 from config.catalog import Catalog, Product
 from config.settings import Settings
 from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+from gateway.guards import EMAIL_MAX_CHARS, check_form_origin, check_length, client_ip
 from gateway.models import Order, OrderStatus
 from gateway.state import AppState
 from providers.base import CheckoutRequest, PaymentProvider
@@ -96,6 +97,7 @@ async def _read_email(request: Request) -> str:
         raw = data.get("email") if isinstance(data, dict) else None
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidRequest("email: a buyer email address is required", field="email")
+    check_length(raw, "email", EMAIL_MAX_CHARS)
     try:
         return validate_email(raw.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
@@ -132,6 +134,8 @@ _POLL_SECONDS = 0.05
 
 async def checkout(request: Request) -> Response:
     state: AppState = request.app.state.gateway
+    check_form_origin(request, state.settings)
+    await state.limiter.check("checkout_per_ip", client_ip(request))
     provider_name = request.path_params["provider"]
     provider = state.provider(provider_name)
     if provider is None:
@@ -142,6 +146,7 @@ async def checkout(request: Request) -> Response:
     if product is None:
         raise NotFound("no such product", code="unknown_product")
     email = await _read_email(request)
+    await state.limiter.check("checkout_per_email", email)
     idem = request.headers.get("idempotency-key")
     if idem is not None and not (0 < len(idem) <= 255):
         raise InvalidRequest("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")

@@ -34,6 +34,8 @@ def test_buyer_pays_by_card_and_sees_the_license_key(tmp_path: Path) -> None:
         GATEWAY_STRIPE__API_BASE=f"http://127.0.0.1:{stripe_port}",
         GATEWAY_STRIPE__SECRET_KEY="sk_test_fake_gateway",
         GATEWAY_STRIPE__WEBHOOK_SECRET="whsec_fake_gateway_secret",
+        # the seller's site, allowed to post the checkout form
+        GATEWAY_ALLOWED_ORIGINS='["http://shop.test"]',
     )
     serve = [PYTHON, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(gateway_port)]
     with (
@@ -49,12 +51,17 @@ def test_buyer_pays_by_card_and_sees_the_license_key(tmp_path: Path) -> None:
         )
         try:
             page = browser.new_page()
-            # given a seller's page with the gateway's checkout form
-            page.set_content(
+            # given a seller's page (served at http://shop.test) with the checkout form
+            form = (
                 f'<form method="post" action="{gateway}/checkout/stripe/pro">'
                 '<input name="email" value="buyer@example.com">'
                 '<button id="buy">Pay with Card</button></form>'
             )
+            page.route(
+                "http://shop.test/",
+                lambda route: route.fulfill(content_type="text/html", body=form),
+            )
+            page.goto("http://shop.test/")
             # when the buyer buys and pays by card on the provider's page
             page.click("#buy")
             page.wait_for_url(re.compile(rf"http://127\.0\.0\.1:{stripe_port}/pay/cs_"))
