@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,7 +14,7 @@ from starlette.routing import Route
 
 from config.catalog import Catalog, load_catalog
 from config.settings import Settings, load_settings
-from gateway import db
+from gateway import db, license_api
 from gateway.apply import Applier
 from gateway.errors import handlers
 from gateway.guards import BodyLimitMiddleware, RateLimiter
@@ -21,6 +22,7 @@ from gateway.health import healthz, readyz
 from gateway.mailer import Mailer
 from gateway.orders import order_status
 from gateway.purchase import checkout, purchase_options, render_purchase_options
+from gateway.signing import load_signer
 from gateway.state import AppState
 from gateway.webhooks import webhook
 from providers.base import PaymentProvider
@@ -60,6 +62,12 @@ def create_app(
         limiter=RateLimiter(settings.limits, settings.redis_url),
     )
     state.purchase_options = render_purchase_options(settings, catalog, active)
+    # License signing keys: read once (refusing unsafe key files), the first one made here.
+    signer = load_signer(
+        settings.license.keys_path(settings.data_dir),
+        issuer=settings.public_url,
+        ttl=timedelta(days=settings.license.token_ttl_days),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -91,6 +99,11 @@ def create_app(
         Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
         Route("/orders/{order_id}", order_status, methods=["GET"]),
+        Route("/licenses/validate", license_api.validate, methods=["POST"]),
+        Route("/licenses/activate", license_api.activate, methods=["POST"]),
+        Route("/licenses/deactivate", license_api.deactivate, methods=["POST"]),
+        Route("/licenses/token", license_api.token, methods=["POST"]),
+        Route("/.well-known/jwks.json", license_api.jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
@@ -105,4 +118,5 @@ def create_app(
         routes=routes, lifespan=lifespan, exception_handlers=handlers(), middleware=middleware
     )
     app.state.gateway = state
+    app.state.license_signer = signer
     return app

@@ -45,9 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Command modules register themselves on `cli`; imported last so they can import `cli`.
-from gateway.cli import btcpay, mail, review, serve  # noqa: E402
+from gateway.cli import btcpay, keys, mail, review, serve  # noqa: E402
 
-__all__ = ["btcpay", "cli", "mail", "main", "review", "serve"]
+__all__ = ["btcpay", "cli", "keys", "mail", "main", "review", "serve"]
 
 if __name__ == "__main__":
     sys.exit(main())
