@@ -77,7 +77,7 @@ class KeyStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def keys(self) -> list[SigningKey]:
+    def load(self) -> list[SigningKey]:
         """Every key, oldest first. Refuses group/world-accessible key files."""
         if not self.directory.is_dir():
             return []
@@ -127,18 +127,18 @@ class KeyStore:
     def ensure(self) -> list[SigningKey]:
         """The keys, generating the first one if there is none."""
         with self.locked():
-            keys = self.keys()
+            keys = self.load()
             return keys or [self.generate()]
 
     def rotate(self) -> SigningKey:
         with self.locked():
-            self.keys()  # refuse to add to a directory holding an unsafe key
+            self.load()  # refuse to add to a directory holding an unsafe key
             return self.generate()
 
     def prunable(self, ttl: timedelta, now: datetime | None = None) -> list[SigningKey]:
         """Retired keys whose every token has expired (successor age > TTL + grace)."""
         now = now or datetime.now(UTC)
-        keys = self.keys()
+        keys = self.load()
         return [
             key
             for key, successor in itertools.pairwise(keys)

@@ -33,7 +33,7 @@ def generate() -> None:
     """Create the first signing key if there is none (the gateway also does this on start)."""
     store, _ = _store()
     with store.locked():
-        existing = store.keys()
+        existing = store.load()
         if existing:
             click.echo(f"a signing key exists already: {existing[-1].kid} (nothing to do)")
             return
@@ -69,7 +69,7 @@ def list_keys(as_json: bool) -> None:
     from gateway.signing import RESTART_GRACE
 
     store, ttl = _store()
-    found = store.keys()
+    found = store.load()
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for index, key in enumerate(found):
