@@ -281,3 +281,23 @@ async def test_readme_examples_run_as_written(
     refused = run(["node", str(script)])
     assert refused.returncode != 0
     assert "signature verification failed" in refused.stderr
+
+
+def test_demo_script_prints_activate_validate_token_and_offline_verify(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "demo-license-api")],
+        env=clean_env(PYTHON=PYTHON),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert '"seats_used":1' in out
+    assert '"valid":true,"code":"VALID"' in out
+    assert '"kty":"OKP","crv":"Ed25519"' in out
+    assert '"fpr": "laptop-1"' in out
+    assert "another machine: refused" in out
+    assert "one changed byte: refused" in out
