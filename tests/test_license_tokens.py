@@ -10,7 +10,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -274,3 +277,26 @@ def test_a_key_file_that_is_not_a_key_is_refused(
 
     with pytest.raises(KeyFileError, match="not a license signing key"):
         create_app(settings, catalog=catalog, providers={})
+
+
+def test_verifier_is_stand_alone(tmp_path: Path) -> None:
+    """Sellers copy one file: it must not import any of the gateway's packages."""
+    verifier = Path(verify_license.__code__.co_filename)
+    probe = (
+        "import sys, checkout_license\n"
+        "ours = {'gateway', 'config', 'providers', 'sandbox', 'tests'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ours))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(verifier.parent), "PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert verifier.name == "checkout_license.py"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -7,15 +7,18 @@ A running gateway reads its keys once at startup: restart every gateway process 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gateway.cli import cli
 from gateway.cli.common import emit_table, json_option, settings_and_logging
 
+if TYPE_CHECKING:
+    from gateway.signing import KeyStore
 
-def _store() -> tuple[Any, timedelta]:
+
+def _store() -> tuple[KeyStore, timedelta]:
     from gateway.signing import KeyStore
 
     settings = settings_and_logging()
