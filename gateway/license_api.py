@@ -74,6 +74,9 @@ def _text(data: dict[str, Any], name: str, *, limit: int, required: bool) -> str
         raise InvalidRequest(f"{name}: must not be empty", field=name)
     if len(value) > limit:
         raise InvalidRequest(f"{name}: at most {limit} characters", field=name)
+    # PostgreSQL refuses NUL in text, and control characters have no place in these fields.
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidRequest(f"{name}: must not contain control characters", field=name)
     return value
 
 
@@ -257,8 +260,9 @@ async def deactivate(request: Request) -> Response:
 async def jwks(request: Request) -> Response:
     # Rendered once at startup. A short cache: after `keys rotate` + restart, verifiers
     # meet the new kid within minutes (and a verifier may refetch on an unknown kid).
+    # Public keys only: any origin may read them (a web app verifying in the browser).
     return Response(
         signer(request).jwks_body,
         media_type="application/json",
-        headers={"cache-control": "public, max-age=300"},
+        headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
     )

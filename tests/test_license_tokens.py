@@ -71,6 +71,7 @@ async def test_token_verifies_offline_with_the_verifier_and_with_plain_pyjwt(
     claims = verify_license(token, jwks, fingerprint="m1", product="pro", issuer=ISSUER)
 
     assert jwks_resp.headers["content-type"] == "application/json"
+    assert jwks_resp.headers["access-control-allow-origin"] == "*"
     [jwk] = jwks["keys"]
     assert (jwk["kty"], jwk["crv"], jwk["alg"], jwk["use"]) == ("OKP", "Ed25519", "EdDSA", "sig")
     assert "d" not in jwk  # never the private part
