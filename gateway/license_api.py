@@ -54,7 +54,7 @@ async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         raise InvalidRequest("body: must be a JSON object", field="body") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body: must be a JSON object", field="body")

@@ -101,6 +101,7 @@ async def test_key_pasted_in_lower_case_with_spaces_and_dashes_matches(
         (b'{"key": "ABCD-EFGH-JKMN-PQRS", "fingerprint": "' + b"x" * 129 + b'"}', "fingerprint"),
         (b'{"key": "' + b"A" * 200 + b'"}', "key"),
         (b"\xff\xfe\x00", "body"),
+        (b"[" * 15000, "body"),
         (b'{"key": "ABCD-EFGH-JKMN-PQRS", "fingerprint": "a\\u0000b"}', "fingerprint"),
         (b'{"key": "ABCD-EFGH-JKMN-PQRS", "fingerprint": "m", "label": "a\\u0007"}', "label"),
     ],
