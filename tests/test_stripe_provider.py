@@ -175,11 +175,13 @@ async def test_session_lifetime_is_counted_from_the_order_creation(
     fake: FakeStripe, make_provider: MakeProvider, minutes: int, sent_minutes: int
 ) -> None:
     provider = make_provider(session_expires_minutes=minutes)
+    # Created now, not at import: a long suite run would otherwise age the order past 30 min+1.
+    created_at = datetime.now(UTC).replace(microsecond=0)
 
-    session = await provider.create_checkout(checkout_request())
+    session = await provider.create_checkout(checkout_request(created_at=created_at))
 
     sent_at = int(fake.requests[0].params["expires_at"])
-    assert sent_at == int(ORDER_CREATED_AT.timestamp()) + sent_minutes * 60
+    assert sent_at == int(created_at.timestamp()) + sent_minutes * 60
     assert session.expires_at == datetime.fromtimestamp(sent_at, UTC)
 
 
