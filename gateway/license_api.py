@@ -90,11 +90,15 @@ def _key(data: dict[str, Any]) -> str | None:
     return key
 
 
-async def _limit(request: Request, key: str | None, raw_key: Any) -> None:
-    limiter = _state(request).limiter
-    await limiter.check("license_per_ip", client_ip(request))
-    # Malformed keys share one bucket per input so a flood of junk is still bounded.
-    await limiter.check("license_per_key", key or f"raw:{raw_key}")
+async def _read(request: Request) -> dict[str, Any]:
+    """The JSON body, after the per-IP budget (so floods of junk are refused cheaply too)."""
+    await _state(request).limiter.check("license_per_ip", client_ip(request))
+    return await _body(request)
+
+
+async def _limit_key(request: Request, key: str | None, raw_key: Any) -> None:
+    # A key that cannot exist gets a bucket per spelling: still bounded per IP above.
+    await _state(request).limiter.check("license_per_key", key or f"raw:{raw_key}")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -161,10 +165,10 @@ def _not_found(detail: str = "no license with this key") -> JSONResponse:
 
 
 async def validate(request: Request) -> Response:
-    data = await _body(request)
+    data = await _read(request)
     key = _key(data)
     fingerprint = _text(data, "fingerprint", limit=MAX_FINGERPRINT, required=False) or None
-    await _limit(request, key, data.get("key"))
+    await _limit_key(request, key, data.get("key"))
     found = None if key is None else await license_seats.look_up(key, fingerprint)
     if found is None:
         return JSONResponse(
@@ -188,12 +192,12 @@ async def validate(request: Request) -> Response:
 
 
 async def activate(request: Request) -> Response:
-    data = await _body(request)
+    data = await _read(request)
     key = _key(data)
     fingerprint = _text(data, "fingerprint", limit=MAX_FINGERPRINT, required=True)
     label = _text(data, "label", limit=MAX_LABEL, required=False) or ""
     assert fingerprint is not None
-    await _limit(request, key, data.get("key"))
+    await _limit_key(request, key, data.get("key"))
     if key is None:
         return _not_found()
     try:
@@ -223,11 +227,11 @@ async def activate(request: Request) -> Response:
 
 
 async def token(request: Request) -> Response:
-    data = await _body(request)
+    data = await _read(request)
     key = _key(data)
     fingerprint = _text(data, "fingerprint", limit=MAX_FINGERPRINT, required=True)
     assert fingerprint is not None
-    await _limit(request, key, data.get("key"))
+    await _limit_key(request, key, data.get("key"))
     found = None if key is None else await license_seats.find_seat(key, fingerprint)
     if found is None:
         return _not_found()
@@ -246,11 +250,11 @@ async def token(request: Request) -> Response:
 
 
 async def deactivate(request: Request) -> Response:
-    data = await _body(request)
+    data = await _read(request)
     key = _key(data)
     fingerprint = _text(data, "fingerprint", limit=MAX_FINGERPRINT, required=True)
     assert fingerprint is not None
-    await _limit(request, key, data.get("key"))
+    await _limit_key(request, key, data.get("key"))
     if key is None or not await license_seats.deactivate(key, fingerprint):
         return _not_found("no activation for this key and fingerprint")
     log.info("license %s: a seat was deactivated", mask_key(key))

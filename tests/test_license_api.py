@@ -291,6 +291,19 @@ async def test_rate_limit_per_ip_answers_429_with_retry_after(
         assert await Activation.all().count() == 0
 
 
+async def test_malformed_requests_count_against_the_ip_budget_too(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    app, _ = fake_gateway(db_url, settings_factory, catalog, limits={"license_per_ip": "3/minute"})
+    async with running(app) as client:
+        junk = [await client.post("/licenses/validate", content=b"{junk") for _ in range(3)]
+
+        limited = await client.post("/licenses/validate", content=b"{junk")
+
+        assert [r.status_code for r in junk] == [422, 422, 422]
+        assert limited.status_code == 429
+
+
 async def test_rate_limit_per_key_spans_spellings_of_one_key(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
