@@ -158,9 +158,15 @@ class SmtpSettings(BaseModel):
 class LicenseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Ed25519 key used to sign offline license tokens; generated on first start if absent.
-    signing_key_file: Path | None = None
+    # Directory of the Ed25519 keys that sign offline license tokens (one 0600 PEM file per
+    # key id); default <data_dir>/license-keys. The first key is generated on first start.
+    keys_dir: Path | None = None
+    # Lifetime of a signed license token: how long the buyer's app may run offline.
+    token_ttl_days: int = Field(default=30, ge=1, le=3650)
     activation_help_url: str | None = None
+
+    def keys_path(self, data_dir: Path) -> Path:
+        return self.keys_dir or data_dir / "license-keys"
 
 
 class ShopSettings(BaseModel):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from config.catalog import Catalog, CatalogError, load_catalog
 from config.settings import Settings, load_settings
-from gateway import db
+from gateway import db, license_api
 from gateway.apply import Applier
 from gateway.cors import ScopedCORSMiddleware
 from gateway.errors import handlers
@@ -31,6 +32,7 @@ from gateway.reconciler import Reconciler
 from gateway.recover import recover_page, recover_submit
 from gateway.request_id import RequestIdMiddleware
 from gateway.security import SecurityHeadersMiddleware, content_security_policy
+from gateway.signing import load_signer
 from gateway.state import AppState
 from gateway.webhook_alarm import SignatureAlarm
 from gateway.webhooks import webhook
@@ -90,6 +92,12 @@ def create_app(
         limiter=RateLimiter(settings.limits, settings.redis_url),
     )
     state.purchase_options = render_purchase_options(settings, catalog, active)
+    # License signing keys: read once (refusing unsafe key files), the first one made here.
+    signer = load_signer(
+        settings.license.keys_path(settings.data_dir),
+        issuer=settings.public_url,
+        ttl=timedelta(days=settings.license.token_ttl_days),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -137,6 +145,11 @@ def create_app(
         Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
         Route("/orders/{order_id}", order_status, methods=["GET"]),
+        Route("/licenses/validate", license_api.validate, methods=["POST"]),
+        Route("/licenses/activate", license_api.activate, methods=["POST"]),
+        Route("/licenses/deactivate", license_api.deactivate, methods=["POST"]),
+        Route("/licenses/token", license_api.token, methods=["POST"]),
+        Route("/.well-known/jwks.json", license_api.jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/buy/{product}", buy_page, methods=["GET"]),
@@ -163,4 +176,5 @@ def create_app(
     )
     app.state.gateway = state
     app.state.webhook_alarm = SignatureAlarm(settings.webhook_alarm_minutes)
+    app.state.license_signer = signer
     return app

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 from gateway.cli import (  # noqa: E402
     btcpay,
     check,
+    keys,
     licenses,
     mail,
     orders,
@@ -63,6 +64,7 @@ __all__ = [
     "btcpay",
     "check",
     "cli",
+    "keys",
     "licenses",
     "mail",
     "main",

@@ -120,7 +120,10 @@ def _fresh_metrics_dir() -> tuple[Path, bool]:
 def migrate() -> None:
     """Apply pending database migrations (idempotent)."""
     from gateway import db
+    from gateway.signing import KeyStore
 
     settings = settings_and_logging()
     asyncio.run(db.migrate(settings.resolved_database_url))
+    # The first license signing key is made here too, so a fresh install is complete.
+    KeyStore(settings.license.keys_path(settings.data_dir)).ensure()
     log.info("database is up to date: %s", settings.resolved_database_url.split("@")[-1])

@@ -1,0 +1,274 @@
+"""Throughput of POST /licenses/validate (the call every buyer's app makes on start) against
+a bare Starlette handler that parses the same JSON body and answers a small JSON.
+
+Both apps are served by uvicorn on 127.0.0.1 in their own subprocess (same flags, access
+log off) and loaded in turn by a minimal keep-alive HTTP/1.1 client: N requests, C
+connections. Ours runs the whole path: body cap, JSON parsing, two rate-limit hits (limits
+raised so they never refuse), one indexed query (license by key + seat counts) on an
+activated 3-seat license among `--licenses` others, and the verdict. The bare app is the
+baseline measured in the same run.
+
+    python bench/license_validate.py [--requests 5000] [--concurrency 32] [--db sqlite|postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+FINGERPRINT = "bench-machine-1"
+# Per second, not per minute: the moving window keeps one timestamp per hit in its window,
+# so a per-minute budget this large would make the bench measure a 100k-entry list.
+UNLIMITED = "1000000/second"
+
+
+def _settings(database_url: str, data_dir: str) -> object:
+    from config.settings import load_settings
+
+    return load_settings(
+        config_file=None,
+        _env_file=None,
+        database_url=database_url,
+        data_dir=data_dir,
+        limits={"license_per_ip": UNLIMITED, "license_per_key": UNLIMITED},
+    )
+
+
+def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
+    """Child process: run one of the two apps under uvicorn."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    if kind == "bare":
+
+        async def handler(request: Request) -> Response:
+            body = json.loads(await request.body())
+            return JSONResponse({"valid": True, "code": "VALID", "key": len(body["key"])})
+
+        app = Starlette(routes=[Route("/licenses/validate", handler, methods=["POST"])])
+    else:
+        from config.settings import Settings
+        from gateway.app import create_app
+
+        settings = _settings(database_url, data_dir)
+        assert isinstance(settings, Settings)
+        app = create_app(settings, providers={}, run_mailer=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+async def prepare(database_url: str, data_dir: str, licenses: int) -> str:
+    """Migrate, fill `licenses` licenses, activate one; returns its key."""
+    from config.settings import Settings
+    from gateway import db
+    from gateway.licenses import generate_key
+    from gateway.models import Activation, License, Order, OrderStatus
+
+    settings = _settings(database_url, data_dir)
+    assert isinstance(settings, Settings)
+    await db.open_db(settings, run_migrations=True)
+    try:
+        orders = [
+            Order(
+                id=f"ord_{n:020x}",
+                product_id="pro",
+                amount_minor=4900,
+                currency="USD",
+                provider="stripe",
+                provider_ref=f"cs_{n}",
+                buyer_email="bench@example.com",
+                status=OrderStatus.SETTLED,
+                status_token="t",
+            )
+            for n in range(licenses)
+        ]
+        await Order.bulk_create(orders, batch_size=1000)
+        keys = [generate_key() for _ in range(licenses)]
+        await License.bulk_create(
+            [
+                License(
+                    key=key,
+                    order_id=order.id,
+                    product_id="pro",
+                    tier="pro",
+                    addons=["advanced-models"],
+                    seat_limit=3,
+                    buyer_email="bench@example.com",
+                )
+                for key, order in zip(keys, orders, strict=True)
+            ],
+            batch_size=1000,
+        )
+        target = await License.get(key=keys[licenses // 2])
+        await Activation.create(license_id=target.id, fingerprint=FINGERPRINT)
+        return keys[licenses // 2]
+    finally:
+        await db.close_db()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def _wait_ready(url: str, body: bytes, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                resp = await client.post(url, content=body)
+                if resp.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not come up")
+
+
+async def _one_connection(host: str, port: int, path: str, body: bytes, count: int) -> None:
+    """`count` keep-alive POSTs on one connection, parsed just enough to check each."""
+    reader, writer = await asyncio.open_connection(host, port)
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    try:
+        for _ in range(count):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{path}: {head.splitlines()[0]!r}")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            answer = await reader.readexactly(length)
+            if b'"VALID"' not in answer:
+                raise RuntimeError(f"{path}: {answer[:200]!r}")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def load(url: str, body: bytes, requests: int, concurrency: int) -> float:
+    """Requests per second for `requests` POSTs over `concurrency` keep-alive connections."""
+    parsed = httpx.URL(url)
+    assert parsed.port is not None
+    per_conn, extra = divmod(requests, concurrency)
+    counts = [per_conn + (1 if i < extra else 0) for i in range(concurrency)]
+    path = parsed.raw_path.decode()
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_one_connection(parsed.host, parsed.port, path, body, n) for n in counts)
+    )
+    return requests / (time.perf_counter() - started)
+
+
+async def bench(
+    kind: str, args: argparse.Namespace, database_url: str, data_dir: str, body: bytes
+) -> float:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+            "--db-url",
+            database_url,
+            "--data-dir",
+            data_dir,
+        ],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/licenses/validate"
+        await _wait_ready(url, body, proc)
+        await load(url, body, min(500, args.requests), args.concurrency)  # warm-up
+        best = 0.0
+        for _ in range(args.rounds):
+            best = max(best, await load(url, body, args.requests, args.concurrency))
+        return best
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    from tests import dbutil
+
+    pg_name = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.db == "postgres":
+            pg_name = await dbutil.create_pg_database()
+            database_url = dbutil.pg_url(pg_name)
+        else:
+            database_url = f"sqlite://{tmp}/bench.sqlite3"
+        try:
+            key = await prepare(database_url, tmp, args.licenses)
+            # as a buyer pastes it: lower case, spaces for dashes
+            body = json.dumps(
+                {"key": key.lower().replace("-", " "), "fingerprint": FINGERPRINT}
+            ).encode()
+            bare = await bench("bare", args, database_url, tmp, body)
+            ours = await bench("ours", args, database_url, tmp, body)
+        finally:
+            if pg_name is not None:
+                await dbutil.drop_pg_database(pg_name)
+    print(
+        f"db={args.db} licenses={args.licenses} requests={args.requests} "
+        f"concurrency={args.concurrency} best of {args.rounds}"
+    )
+    print(f"bare starlette      {bare:9.0f} req/s")
+    print(f"licenses/validate   {ours:9.0f} req/s")
+    print(f"ratio ours/bare     {ours / bare:9.2f}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--licenses", type=int, default=10000)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--serve", choices=["bare", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db-url", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.db_url, args.data_dir)
+        return 0
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
