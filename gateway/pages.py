@@ -115,6 +115,9 @@ async def buy_submit(request: Request) -> Response:
             headers=FORM_HEADERS,
             link=(f"/buy/{product.id}", f"Buy {product.name}"),
         )
+    # Read (and so size-check: 413 past the cap) whatever was sent, form or not, before
+    # parsing; `form()` then parses the cached bytes.
+    await request.body()
     form = await request.form()
     raw_email, choice = form.get("email"), form.get("provider")
     shown_email = raw_email[:MAX_EMAIL_CHARS] if isinstance(raw_email, str) else ""

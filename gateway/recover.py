@@ -61,6 +61,9 @@ async def recover_submit(request: Request) -> Response:
             headers=FORM_HEADERS,
             link=("/licenses/recover", "Open the form"),
         )
+    # Read (and so size-check: 413 past the cap) whatever was sent, form or not, before
+    # parsing; `form()` then parses the cached bytes.
+    await request.body()
     form = await request.form()
     raw = form.get("email")
     shown = raw[:MAX_EMAIL_CHARS] if isinstance(raw, str) else ""

@@ -56,6 +56,16 @@ def catalog() -> Catalog:
     return load_catalog(DEFAULT_PRODUCTS_FILE)
 
 
+_RATE_RULES = (
+    "checkout_per_ip",
+    "checkout_per_email",
+    "license_per_ip",
+    "license_per_key",
+    "recover_per_ip",
+    "recover_per_email",
+)
+
+
 @pytest.fixture
 def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
@@ -65,6 +75,9 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "public_url": "http://gateway.test",
             "mail_backend": "file",
+            # Tests drive many checkouts for one buyer from one address; the rate-limit tests
+            # pass their own `limits` (which replaces these with the product's defaults).
+            "limits": {rule: "100000/minute" for rule in _RATE_RULES},
         }
         values.update(overrides)
         return Settings(**values)
