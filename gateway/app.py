@@ -145,10 +145,30 @@ def create_app(
         Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
         Route("/orders/{order_id}", order_status, methods=["GET"]),
-        Route("/licenses/validate", license_api.validate, methods=["POST"]),
-        Route("/licenses/activate", license_api.activate, methods=["POST"]),
-        Route("/licenses/deactivate", license_api.deactivate, methods=["POST"]),
-        Route("/licenses/token", license_api.token, methods=["POST"]),
+        Route(
+            "/licenses/validate",
+            license_api.counted("validate", license_api.validate),
+            methods=["POST"],
+        ),
+        Route(
+            "/licenses/activate",
+            license_api.counted("activate", license_api.activate),
+            methods=["POST"],
+        ),
+        Route(
+            "/licenses/deactivate",
+            license_api.counted("deactivate", license_api.deactivate),
+            methods=["POST"],
+        ),
+        *(
+            Route(f"/licenses/{name}", license_api.counted(name, handler), methods=["POST"])
+            for name, handler in (
+                ("validate", license_api.validate),
+                ("activate", license_api.activate),
+                ("deactivate", license_api.deactivate),
+                ("token", license_api.token),
+            )
+        ),
         Route("/.well-known/jwks.json", license_api.jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

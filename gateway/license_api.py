@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import license_seats
-from gateway.errors import InvalidRequest
+from gateway import license_seats, metrics
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.guards import client_ip
 from gateway.license_seats import LicenseRevoked, LicenseView, Seat, SeatLimitReached
 from gateway.licenses import ALPHABET, GROUP_LEN, GROUPS, mask_key, normalize_key
@@ -270,3 +271,21 @@ async def jwks(request: Request) -> Response:
         media_type="application/json",
         headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
     )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def counted(endpoint: str, handler: Handler) -> Handler:
+    """Count every answer of a license endpoint by HTTP status (errors raised included)."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except GatewayError as exc:
+            metrics.LICENSE_API_REQUESTS.labels(endpoint, str(exc.status_code)).inc()
+            raise
+        metrics.LICENSE_API_REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    return wrapper

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise.expressions import Q
 
 from config.settings import Settings
+from gateway import metrics
 from gateway.apply import Applier, Result
 from gateway.models import Order, OrderStatus
 from providers.base import PaymentProvider
@@ -127,6 +128,8 @@ class Reconciler:
                     extra={"provider": order.provider, "order_id": order.id},
                 )
         report.expired += await self._expire_without_checkout(now)
+        outcome = "error" if report.unavailable or report.errors else "ok"
+        metrics.RECONCILER_PASSES.labels(outcome).inc()
         return report
 
     async def _expire_without_checkout(self, now: datetime) -> list[str]:
@@ -212,6 +215,9 @@ class Reconciler:
             result = await self.applier.apply(event, raw)
             if result.result is Result.APPLIED:
                 report.changed.append(order.id)
+                metrics.RECONCILER_REPAIRS.labels(order.provider, type(event).__name__).inc()
+            if result.license_issued:
+                metrics.LICENSES_ISSUED.labels("reconcile").inc()
         fresh = await Order.get(id=order.id)
         if fresh.status in _OPEN and order.created_at < now - timedelta(
             hours=self.conf.horizon_hours

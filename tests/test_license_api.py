@@ -414,3 +414,26 @@ async def test_stripe_refund_webhook_revokes_the_license_end_to_end(
             assert (refreshed.status_code, refreshed.json()["code"]) == (403, "REVOKED")
     finally:
         await harness.aclose()
+
+
+async def test_license_api_answers_are_counted_by_endpoint_and_status(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(endpoint: str, code: str) -> float:
+        labels = {"endpoint": endpoint, "code": code}
+        return REGISTRY.get_sample_value("gateway_license_api_requests_total", labels) or 0.0
+
+    before = (count("validate", "200"), count("activate", "422"), count("activate", "201"))
+    app, _ = fake_gateway(db_url, settings_factory, catalog)
+    async with running(app) as client:
+        lic = await new_license(catalog)
+        await _post(client, "validate", key=lic.key)
+        await _post(client, "activate", key=lic.key)  # no fingerprint: 422, raised
+        await _post(client, "activate", key=lic.key, fingerprint="m1")
+        scrape = (await client.get("/metrics")).text
+
+    after = (count("validate", "200"), count("activate", "422"), count("activate", "201"))
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
+    assert 'gateway_license_api_requests_total{code="201",endpoint="activate"}' in scrape

@@ -51,6 +51,12 @@ async def stripe_app(
         await harness.aclose()
 
 
+def sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def reconciler(app: Starlette) -> Reconciler:
     state: AppState = app.state.gateway
     return Reconciler(state.settings, state.providers, state.applier)
@@ -82,10 +88,22 @@ async def test_paid_order_whose_webhook_was_lost_gets_its_license_exactly_once(
     async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
         order_id = await paid_without_webhook(client, fake, timedelta(minutes=20))
 
+        passes = sample("gateway_reconciler_passes_total", outcome="ok")
+        repairs = sample(
+            "gateway_reconciler_repairs_total", provider="stripe", outcome="PaymentSettled"
+        )
+        issued = sample("gateway_licenses_issued_total", source="reconcile")
+
         report = await reconciler(app).run_once()
 
         assert report.changed == [order_id]
         assert (await Order.get(id=order_id)).status == OrderStatus.SETTLED
+        assert sample("gateway_reconciler_passes_total", outcome="ok") == passes + 1
+        assert (
+            sample("gateway_reconciler_repairs_total", provider="stripe", outcome="PaymentSettled")
+            == repairs + 1
+        )
+        assert sample("gateway_licenses_issued_total", source="reconcile") == issued + 1
         assert await License.filter(order_id=order_id).count() == 1
         # the webhook arrives after all: same fact, nothing more
         late = fake.events[-1]
