@@ -186,23 +186,30 @@ def allowed_form_origins(settings: Settings) -> set[str]:
     return {o for o in origins if o is not None}
 
 
-def check_form_origin(request: Any, settings: Settings) -> None:
-    """Raise `Forbidden` (403) for a form post whose Origin/Referer is another site.
+def form_origin_allowed(request: Any, settings: Settings) -> bool:
+    """Did this browser post come from our own pages or a seller site in settings?
 
-    Only form-encoded bodies: a browser sends those cross-site without a CORS preflight,
-    JSON it does not. A browser always names the origin of a cross-site POST (`Origin`,
-    or at least `Referer`); a client that sends neither is not a browser, so not CSRF.
+    A browser always names the origin of a cross-site POST (`Origin`, or at least
+    `Referer`); a client that sends neither is not a browser, so not CSRF, and passes.
+    `Origin: null` (sandboxed frame, file://) is never allowed.
     """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in _FORM_TYPES:
-        return
     raw = request.headers.get("origin")
     if raw is None:
         raw = request.headers.get("referer")
         if raw is None:
-            return
-    origin = origin_of(raw)  # "null" (sandboxed frame, file://) is never allowed
-    if origin is None or origin not in allowed_form_origins(settings):
+            return True
+    origin = origin_of(raw)
+    return origin is not None and origin in allowed_form_origins(settings)
+
+
+def check_form_origin(request: Any, settings: Settings) -> None:
+    """Raise `Forbidden` (403) for a form post whose Origin/Referer is another site.
+
+    Only form-encoded bodies: a browser sends those cross-site without a CORS preflight,
+    JSON it does not.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _FORM_TYPES and not form_origin_allowed(request, settings):
         raise Forbidden(
             "this form must be posted from the seller's own site", code="origin_not_allowed"
         )

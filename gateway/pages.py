@@ -19,9 +19,8 @@ from starlette.responses import RedirectResponse, Response
 
 from config.money import format_decimal
 from gateway.errors import ServiceUnavailable, TooManyRequests
-from gateway.guards import client_ip
+from gateway.guards import client_ip, form_origin_allowed
 from gateway.purchase import _checkout_once, _order_for
-from gateway.security import form_origin_ok
 from gateway.state import AppState
 from gateway.templating import message_page, render
 
@@ -106,7 +105,7 @@ async def buy_submit(request: Request) -> Response:
     product = state.catalog.get(product_id)
     if product is None or product_id not in state.purchase_options:
         return _not_found(state)
-    if not form_origin_ok(request, state.settings):
+    if not form_origin_allowed(request, state.settings):
         return message_page(
             state.settings,
             "Please order from the shop's page",

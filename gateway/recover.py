@@ -23,10 +23,9 @@ from starlette.responses import Response
 from tortoise.exceptions import IntegrityError
 
 from gateway.errors import TooManyRequests
-from gateway.guards import client_ip
+from gateway.guards import client_ip, form_origin_allowed
 from gateway.models import EmailStatus, License, Order, OutboxEmail
 from gateway.pages import FORM_HEADERS, MAX_EMAIL_CHARS, parse_email
-from gateway.security import form_origin_ok
 from gateway.state import AppState
 from gateway.templating import message_page, render
 
@@ -52,7 +51,7 @@ async def recover_page(request: Request) -> Response:
 async def recover_submit(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     settings = state.settings
-    if not form_origin_ok(request, settings):
+    if not form_origin_allowed(request, settings):
         return message_page(
             settings,
             "Please use the form on this site",

@@ -12,23 +12,13 @@ same-origin post could not be told from a forged one).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
+from gateway.guards import origin_of
 
 STRIPE_DEFAULT_API = "https://api.stripe.com"
 STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
-
-
-def origin_of(url: str) -> str | None:
-    """`scheme://host[:port]` of an absolute http(s) URL, else None."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def provider_origins(settings: Settings) -> list[str]:
@@ -85,22 +75,3 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def form_origin_ok(request: Request, settings: Settings) -> bool:
-    """A form post came from our own pages or from a seller site listed in settings.
-
-    Browsers send `Origin` on every POST; `Referer` is the fallback for old ones. A request
-    with neither is not a browser's cross-site post (no CSRF risk) and passes.
-    """
-    allowed = {
-        origin_of(settings.public_url),
-        *(o.rstrip("/").lower() for o in settings.allowed_origins),
-    }
-    origin = request.headers.get("origin")
-    if origin is not None:
-        return origin.rstrip("/").lower() in allowed
-    referer = request.headers.get("referer")
-    if referer is not None:
-        return origin_of(referer) in allowed
-    return True
