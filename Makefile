@@ -8,4 +8,4 @@ test:         ## install and run ruff, mypy --strict and the whole test suite (S
 check-config: ## check settings, catalog, database and providers (.venv must exist: make run once)
 	.venv/bin/checkout-gateway check-config
 bench:        ## benchmarks (ratios against in-run baselines)
-	.venv/bin/python bench/purchase_options.py && .venv/bin/python bench/settle.py
+	.venv/bin/python bench/purchase_options.py && .venv/bin/python bench/settle.py && .venv/bin/python bench/license_validate.py

@@ -6,7 +6,8 @@ license API and the buyer forms are bounded the same way:
 - `BodyLimitMiddleware` refuses a body over its route's cap with 413 *before* any handler
   reads it: at once from `Content-Length`, and by counting streamed bytes for chunked bodies,
   so nothing is buffered, parsed or HMAC'd past the cap.
-- `RateLimiter` wraps the `limits` library (moving window); in memory by default, in Redis
+- `RateLimiter` wraps the `limits` library (sliding window counter: two counters per key,
+  O(1) per hit, so it costs the same at any budget); in memory by default, in Redis
   when `GATEWAY_REDIS_URL` is set so several workers share one budget. Identifiers (emails,
   license keys) are hashed before they reach the store.
 - `check_form_origin` refuses a browser form post from a site that is not the seller's
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -114,7 +115,7 @@ def _hash(identifier: str) -> str:
 
 
 class RateLimiter:
-    """Moving-window limits by rule name (a `LimitsSettings` field) and identifier."""
+    """Sliding-window limits by rule name (a `LimitsSettings` field) and identifier."""
 
     def __init__(self, settings: LimitsSettings, redis_url: str | None = None) -> None:
         self.storage: Storage = MemoryStorage()
@@ -125,7 +126,7 @@ class RateLimiter:
             storage = storage_from_string(url, implementation="redispy")
             assert isinstance(storage, Storage)
             self.storage = storage
-        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
         self.rules: dict[str, RateLimitItem] = {
             name: parse(value)
             for name, value in settings.model_dump().items()
