@@ -6,9 +6,8 @@ provider cannot back yet brings the next look forward. SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -16,39 +15,18 @@ from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
-from gateway.app import create_app
 from gateway.models import InboxEvent, License, Order, OrderStatus
 from gateway.reconciler import Reconciler
 from gateway.state import AppState
 from providers.events import PaymentSettled, ProviderName
 from sandbox.provider import FakeProvider
 from sandbox.stripe_api import FakeStripe
-from sandbox.stripe_harness import StripeContractHarness
 from tests.conftest import running
 from tests.helpers_issuer import deliver, event, fake_gateway
+from tests.helpers_stripe import stripe_gateway
 
 SettingsFactory = Callable[..., Settings]
 BODY = {"email": "buyer@example.com"}
-
-
-@contextlib.asynccontextmanager
-async def stripe_app(
-    fake: FakeStripe, db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> AsyncIterator[tuple[httpx.AsyncClient, Starlette]]:
-    harness = StripeContractHarness(fake=fake)
-    try:
-        provider = harness.build_provider()
-        app = create_app(
-            settings_factory(database_url=db_url),
-            catalog=catalog,
-            providers={provider.name: provider},
-            run_migrations=False,
-            run_mailer=False,
-        )
-        async with running(app) as client:
-            yield client, app
-    finally:
-        await harness.aclose()
 
 
 def sample(name: str, **labels: str) -> float:
@@ -85,7 +63,7 @@ async def test_paid_order_whose_webhook_was_lost_gets_its_license_exactly_once(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, app):
         order_id = await paid_without_webhook(client, fake, timedelta(minutes=20))
 
         passes = sample("gateway_reconciler_passes_total", outcome="ok")
@@ -119,7 +97,7 @@ async def test_young_orders_are_left_to_their_webhooks(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, app):
         order_id = await paid_without_webhook(client, fake, timedelta(minutes=1))
 
         report = await reconciler(app).run_once()
@@ -132,7 +110,7 @@ async def test_two_concurrent_passes_never_poll_the_same_order(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, app):
         ids = [await paid_without_webhook(client, fake, timedelta(minutes=30)) for _ in range(8)]
 
         first, second = await asyncio.gather(reconciler(app).run_once(), reconciler(app).run_once())
@@ -147,7 +125,7 @@ async def test_provider_outage_backs_off_and_the_order_settles_once_it_is_back(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, app):
         ids = [await paid_without_webhook(client, fake, timedelta(minutes=30)) for _ in range(3)]
         fake.unreachable = True
 
@@ -173,7 +151,7 @@ async def test_unpaid_order_past_the_horizon_ends_failed_with_the_reason(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, app):
         resp = await client.post("/checkout/stripe/pro", json=BODY)
         order_id = resp.json()["order_id"]
         await Order.filter(id=order_id).update(created_at=datetime.now(UTC) - timedelta(hours=80))
@@ -233,7 +211,7 @@ async def test_order_whose_checkout_was_never_created_fails_past_the_horizon(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with stripe_app(fake, db_url, settings_factory, catalog) as (client, app):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, app):
         # given a checkout attempt while Stripe was down, never retried
         fake.unreachable = True
         down = await client.post("/checkout/stripe/pro", json=BODY)

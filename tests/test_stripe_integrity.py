@@ -6,12 +6,11 @@ reproduces the attack or the loss the issue describes and fails on the code befo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,11 +21,10 @@ from config.catalog import Catalog, CatalogError
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import InboxEvent, License, LicenseStatus, Order, OrderStatus
-from providers.stripe_provider import StripeProvider
 from sandbox.stripe_api import FakeStripe
 from sandbox.stripe_harness import StripeContractHarness
 from sandbox.stripe_state import SignedEvent
-from tests.conftest import running
+from tests.helpers_stripe import stripe_gateway
 
 SettingsFactory = Callable[..., Settings]
 
@@ -38,26 +36,6 @@ def with_product(catalog: Catalog, product_id: str, **changes: Any) -> Catalog:
     products = dict(catalog.products)
     products[product_id] = replace(base, id=product_id, **changes)
     return Catalog(products=products, tiers=catalog.tiers)
-
-
-@contextlib.asynccontextmanager
-async def gateway(
-    fake: FakeStripe, db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> AsyncIterator[tuple[httpx.AsyncClient, StripeProvider]]:
-    harness = StripeContractHarness(fake=fake)
-    try:
-        provider = harness.build_provider()
-        app = create_app(
-            settings_factory(database_url=db_url),
-            catalog=catalog,
-            providers={provider.name: provider},
-            run_migrations=False,
-            run_mailer=False,
-        )
-        async with running(app) as client:
-            yield client, provider
-    finally:
-        await harness.aclose()
 
 
 async def checkout(client: httpx.AsyncClient, product: str = "pro") -> Order:
@@ -85,7 +63,7 @@ async def test_isk_price_is_charged_in_full_and_the_webhook_settles_the_order(
     # given 15000 ISK (ISO: zero decimals), which Stripe's API counts two-decimal
     fake = FakeStripe()
     isk = with_product(catalog, "iceland", amount_minor=15000, currency="ISK")
-    async with gateway(fake, db_url, settings_factory, isk) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, isk) as (client, _):
         # when the buyer checks out
         order = await checkout(client, "iceland")
         assert order.provider_ref is not None
@@ -122,7 +100,7 @@ async def test_foreign_payment_link_session_cannot_move_the_victim_or_revoke_its
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, _):
         victim = await checkout(client)
         assert victim.provider_ref is not None
         # given an attacker who opens one of the account's Payment Links with
@@ -152,7 +130,7 @@ async def test_won_dispute_and_failed_refund_reinstate_the_license(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, _):
         order = await checkout(client)
         sid = order.provider_ref
         assert sid is not None
@@ -180,7 +158,7 @@ async def test_lost_dispute_keeps_the_license_revoked(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, _):
         order = await checkout(client)
         assert order.provider_ref is not None
         await deliver(client, fake.complete_session(order.provider_ref))
@@ -228,7 +206,7 @@ async def test_correctly_signed_odd_payload_is_refused_or_ignored_never_500(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog, case: str
 ) -> None:
     fake = FakeStripe()
-    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, _):
         body, headers = _signed(fake, _session_event(fake, **ODD_EVENTS[case]))
 
         resp = await client.post("/webhooks/stripe", content=body, headers=headers)
@@ -243,7 +221,7 @@ async def test_signature_timestamp_with_trailing_garbage_is_refused_not_500(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog
 ) -> None:
     fake = FakeStripe()
-    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, _):
         body, _ = _signed(fake, _session_event(fake))
         # `t=<ts>=x` with a valid v1 over "<ts>.<body>": the SDK reads the timestamp as
         # "<ts>" and accepts the signature; only our own timestamp check sees "<ts>=x"
@@ -263,7 +241,7 @@ async def test_signature_timestamp_with_trailing_garbage_is_refused_not_500(
 async def test_status_page_for_a_foreign_order_id_is_404_not_a_database_error(
     db_url: str, settings_factory: SettingsFactory, catalog: Catalog, order_id: str
 ) -> None:
-    async with gateway(FakeStripe(), db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(FakeStripe(), db_url, settings_factory, catalog) as (client, _):
         resp = await client.get(f"/orders/{order_id}", params={"token": "x"})
 
         assert resp.status_code == 404, resp.text

@@ -29,7 +29,6 @@ from starlette.routing import Route
 from config.catalog import Catalog
 from config.money import to_minor
 from config.settings import Settings, StripeSettings
-from gateway.app import create_app
 from gateway.models import InboxEvent, License, LicenseStatus, Order, OrderStatus
 from providers.base import CheckoutRequest, PaymentProvider
 from providers.errors import (
@@ -52,7 +51,7 @@ from providers.stripe_provider import StripeProvider
 from sandbox.stripe_api import FakeStripe
 from sandbox.stripe_harness import StripeContractHarness
 from sandbox.stripe_state import SignedEvent
-from tests.conftest import running
+from tests.helpers_stripe import stripe_gateway
 from tests.procs import free_port
 
 MakeProvider = Callable[..., StripeProvider]
@@ -736,26 +735,6 @@ async def test_provider_talks_to_the_fake_over_real_http_on_localhost(fake: Fake
 
 
 # -- through the gateway app (SQLite and PostgreSQL) ---------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def stripe_gateway(
-    fake: FakeStripe, db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
-) -> AsyncIterator[tuple[httpx.AsyncClient, StripeProvider]]:
-    harness = StripeContractHarness(fake=fake)
-    try:
-        provider = harness.build_provider()
-        app = create_app(
-            settings_factory(database_url=db_url),
-            catalog=catalog,
-            providers={provider.name: provider},
-            run_migrations=False,
-            run_mailer=False,
-        )
-        async with running(app) as client:
-            yield client, provider
-    finally:
-        await harness.aclose()
 
 
 async def _checkout(client: httpx.AsyncClient) -> Order:
