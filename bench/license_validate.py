@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+from bench.loadgen import best_of, free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 FINGERPRINT = "bench-machine-1"
 # A budget nothing in the bench reaches: the limiter still counts every hit (two per request),
@@ -121,104 +117,22 @@ async def prepare(database_url: str, data_dir: str, licenses: int) -> str:
         await db.close_db()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def _wait_ready(url: str, body: bytes, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                resp = await client.post(url, content=body)
-                if resp.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"server at {url} did not come up")
-
-
-async def _one_connection(host: str, port: int, path: str, body: bytes, count: int) -> None:
-    """`count` keep-alive POSTs on one connection, parsed just enough to check each."""
-    reader, writer = await asyncio.open_connection(host, port)
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    try:
-        for _ in range(count):
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"{path}: {head.splitlines()[0]!r}")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            answer = await reader.readexactly(length)
-            if b'"VALID"' not in answer:
-                raise RuntimeError(f"{path}: {answer[:200]!r}")
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
-async def load(url: str, body: bytes, requests: int, concurrency: int) -> float:
-    """Requests per second for `requests` POSTs over `concurrency` keep-alive connections."""
-    parsed = httpx.URL(url)
-    assert parsed.port is not None
-    per_conn, extra = divmod(requests, concurrency)
-    counts = [per_conn + (1 if i < extra else 0) for i in range(concurrency)]
-    path = parsed.raw_path.decode()
-    started = time.perf_counter()
-    await asyncio.gather(
-        *(_one_connection(parsed.host, parsed.port, path, body, n) for n in counts)
-    )
-    return requests / (time.perf_counter() - started)
-
-
 async def bench(
     kind: str, args: argparse.Namespace, database_url: str, data_dir: str, body: bytes
 ) -> float:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--serve",
-            kind,
-            "--port",
-            str(port),
-            "--db-url",
-            database_url,
-            "--data-dir",
-            data_dir,
-        ],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+    port = free_port()
+    proc = start_server(
+        __file__,
+        ["--serve", kind, "--port", str(port), "--db-url", database_url, "--data-dir", data_dir],
     )
     try:
         url = f"http://127.0.0.1:{port}/licenses/validate"
-        await _wait_ready(url, body, proc)
-        await load(url, body, min(500, args.requests), args.concurrency)  # warm-up
-        best = 0.0
-        for _ in range(args.rounds):
-            best = max(best, await load(url, body, args.requests, args.concurrency))
-        return best
+        await wait_ready(url, proc, body)
+        return await best_of(
+            url, args.requests, args.concurrency, args.rounds, body=body, expect=b'"VALID"'
+        )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_server(proc)
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+from bench.loadgen import best_of, free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 
 def serve(kind: str, port: int, database_url: str) -> None:
@@ -55,88 +51,15 @@ def serve(kind: str, port: int, database_url: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def _wait_ready(client: httpx.AsyncClient, url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if (await client.get(url)).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"server at {url} did not come up")
-
-
-async def _one_connection(host: str, port: int, path: str, count: int) -> None:
-    """`count` keep-alive GETs on one connection, parsed just enough to check each."""
-    reader, writer = await asyncio.open_connection(host, port)
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-    try:
-        for _ in range(count):
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"{path}: {head.splitlines()[0]!r}")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
-async def load(url: str, requests: int, concurrency: int) -> float:
-    """Requests per second for `requests` GETs over `concurrency` keep-alive connections.
-
-    A minimal HTTP/1.1 client on asyncio streams: httpx itself tops out near the server's
-    speed, which would make both apps look equally fast.
-    """
-    parsed = httpx.URL(url)
-    assert parsed.port is not None
-    per_conn, extra = divmod(requests, concurrency)
-    counts = [per_conn + (1 if i < extra else 0) for i in range(concurrency)]
-    started = time.perf_counter()
-    await asyncio.gather(
-        *(_one_connection(parsed.host, parsed.port, parsed.raw_path.decode(), n) for n in counts)
-    )
-    return requests / (time.perf_counter() - started)
-
-
 async def bench(kind: str, args: argparse.Namespace, database_url: str) -> float:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--db-url", database_url],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
-    )
+    port = free_port()
+    proc = start_server(__file__, ["--serve", kind, "--port", str(port), "--db-url", database_url])
     try:
         url = f"http://127.0.0.1:{port}/purchase-options/pro"
-        async with httpx.AsyncClient(timeout=2) as client:
-            await _wait_ready(client, url, proc)
-        await load(url, min(500, args.requests), args.concurrency)  # warm-up
-        best = 0.0
-        for _ in range(args.rounds):
-            best = max(best, await load(url, args.requests, args.concurrency))
-        return best
+        await wait_ready(url, proc)
+        return await best_of(url, args.requests, args.concurrency, args.rounds)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_server(proc)
 
 
 async def main_async(args: argparse.Namespace) -> int:
