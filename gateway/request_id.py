@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 import secrets
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.request_context import request_id_var
 
 HEADER = "x-request-id"
+_HEADER_BYTES = HEADER.encode()
 # Printable and short: it is echoed in a header and written to logs verbatim.
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
@@ -41,7 +41,7 @@ class RequestIdMiddleware:
             return
         incoming = None
         for name, value in scope["headers"]:
-            if name == HEADER.encode():
+            if name == _HEADER_BYTES:
                 incoming = value.decode("latin-1")
                 break
         request_id = accept_request_id(incoming)
@@ -50,11 +50,13 @@ class RequestIdMiddleware:
         # id too. Each request runs in its own task (own context), so nothing leaks.
         request_id_var.set(request_id)
 
+        encoded = request_id.encode()
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if HEADER not in headers:
-                    headers.append(HEADER, request_id)
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == _HEADER_BYTES for name, _ in headers):
+                    message = {**message, "headers": [*headers, (_HEADER_BYTES, encoded)]}
             await send(message)
 
         await self.app(scope, receive, send_with_id)
