@@ -195,3 +195,51 @@ def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
     assert paid_card.status_code == paid_btc.status_code == 200
     assert pages["stripe"]["status"] == pages["btcpay"]["status"] == "settled", box.log()
     assert pages["stripe"]["license"]["key"] != pages["btcpay"]["license"]["key"]
+
+
+@pytest.mark.slow
+def test_simulate_sandbox_settles_orders_of_a_running_sandbox_from_a_bare_shell(
+    tmp_path: Path,
+) -> None:
+    # given `checkout-gateway sandbox` running, and a second shell with no GATEWAY_ secrets
+    ports = [free_port() for _ in range(3)]
+    base = f"http://127.0.0.1:{ports[0]}"
+    args = ["sandbox", "--port", str(ports[0]), "--stripe-port", str(ports[1])]
+    args += ["--btcpay-port", str(ports[2])]
+    shell = clean_env(GATEWAY_BTCPAY__URL=f"http://127.0.0.1:{ports[2]}")
+    simulate = [PYTHON, "-m", "gateway", "simulate", "settle"]
+    with Process(
+        [PYTHON, "-m", "gateway", *args],
+        log=tmp_path / "sandbox.log",
+        cwd=tmp_path,
+        env=clean_env(),
+    ) as box:
+        box.wait_http(f"{base}/readyz")
+        bought = {
+            provider: httpx.post(
+                f"{base}/checkout/{provider}/pro", json={"email": "s@example.com"}, timeout=10
+            ).json()
+            for provider in ("stripe", "btcpay")
+        }
+
+        # when the seller simulates a settle of each order with --sandbox
+        runs = {
+            provider: subprocess.run(
+                [*simulate, order["order_id"], "--url", base, "--sandbox"],
+                cwd=tmp_path,
+                env=shell,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            for provider, order in bought.items()
+        }
+        pages = {p: httpx.get(b["status_url"], timeout=5).json() for p, b in bought.items()}
+
+    # then both are signed with the sandbox's secrets and settle, each with a key
+    for provider, run in runs.items():
+        assert run.returncode == 0, (provider, run.stderr)
+        assert '"result":"applied"' in run.stdout
+        assert pages[provider]["status"] == "settled", box.log()
+        assert pages[provider]["license"]["key"]

@@ -12,6 +12,9 @@ What the gateway then trusts differs by provider, as it should:
   BTCPay says. A real BTCPay will not say "settled" for an unpaid invoice, so there the
   gateway answers "ignored"; against the sandbox's fake BTCPay, `--sandbox` first marks the
   invoice paid (or expired) in the fake.
+
+`--sandbox` also signs with the sandbox's own webhook secrets: `checkout-gateway sandbox`
+sets them inside its own process only, so the shell a seller runs `simulate` from has none.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 from typing import Any
@@ -27,6 +31,7 @@ import click
 
 from gateway.cli import cli
 from gateway.cli.common import log, settings_and_logging, with_db
+from gateway.cli.sandbox import DEFAULT_BTCPAY_PORT, SANDBOX_ENV
 
 ACTIONS = ("settle", "expire", "refund")
 
@@ -38,7 +43,11 @@ ACTIONS = ("settle", "expire", "refund")
 @click.option(
     "--sandbox",
     is_flag=True,
-    help="BTCPay only: first mark the invoice paid/expired in the sandbox's fake BTCPay",
+    help=(
+        "the gateway runs under `checkout-gateway sandbox`: sign with its webhook secrets, "
+        "and for BTCPay first mark the invoice paid/expired in its fake BTCPay "
+        f"(GATEWAY_BTCPAY__URL, default http://127.0.0.1:{DEFAULT_BTCPAY_PORT})"
+    ),
 )
 def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None:
     """Send a signed settle/expire/refund webhook for ORDER_ID to a running gateway."""
@@ -46,6 +55,10 @@ def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None
 
     from gateway.models import Order
 
+    if sandbox:
+        # The sandbox's secrets win over .env, as they do inside `checkout-gateway sandbox`.
+        os.environ.update(SANDBOX_ENV)
+        os.environ.setdefault("GATEWAY_BTCPAY__URL", f"http://127.0.0.1:{DEFAULT_BTCPAY_PORT}")
     settings = settings_and_logging()
 
     async def load() -> Order | None:
