@@ -199,6 +199,8 @@ def test_licenses_list_masks_keys_and_show_prints_it(env: dict[str, str], seeded
     by_id = run(env, "licenses", "show", str(seeded.license_id))
 
     assert [lic["key"] for lic in listed] == [mask_key(seeded.key)]
+    assert listed[0]["addons"] == ["advanced-models"]  # a list, as in the license API
+    assert "addons         advanced-models\n" in by_id.stdout
     assert seeded.key not in text.stdout
     assert by_key["key"] == by_order["key"] == seeded.key
     assert by_key["status"] == "active"
