@@ -242,6 +242,7 @@ def test_simulate_sandbox_settles_orders_of_a_running_sandbox_from_a_bare_shell(
     for provider, run in runs.items():
         assert run.returncode == 0, (provider, run.stderr)
         assert '"result":"applied"' in run.stdout
+        assert f"order status: {base}/orders/{bought[provider]['order_id']}?token=" in run.stdout
         assert pages[provider]["status"] == "settled", box.log()
         assert pages[provider]["license"]["key"]
 
