@@ -128,8 +128,11 @@ def setup_logging(level: str, log_format: str = "text") -> None:
 def _tortoise_level(level: str) -> str:
     # Tortoise's only INFO line is "Tortoise-ORM shutdown", logged when the migration step
     # closes its connection: at every start and CLI command it reads like a crash. DEBUG
-    # (SQL) stays available.
-    return "DEBUG" if level.upper() == "DEBUG" else "WARNING"
+    # (SQL) stays available, and a level above WARNING still applies.
+    wanted = logging.getLevelName(level.upper())
+    if not isinstance(wanted, int) or wanted == logging.DEBUG:
+        return level.upper()
+    return logging.getLevelName(max(wanted, logging.WARNING))
 
 
 def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
