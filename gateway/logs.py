@@ -121,7 +121,18 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("tortoise").setLevel(_tortoise_level(level))
     install_filters()
+
+
+def _tortoise_level(level: str) -> str:
+    # Tortoise's only INFO line is "Tortoise-ORM shutdown", logged when the migration step
+    # closes its connection: at every start and CLI command it reads like a crash. DEBUG
+    # (SQL) stays available, and a level above WARNING still applies.
+    wanted = logging.getLevelName(level.upper())
+    if not isinstance(wanted, int) or wanted == logging.DEBUG:
+        return level.upper()
+    return logging.getLevelName(max(wanted, logging.WARNING))
 
 
 def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
@@ -147,7 +158,10 @@ def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
         },
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
-            name: {"handlers": [], "propagate": True, "level": level}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"handlers": [], "propagate": True, "level": level}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            "tortoise": {"handlers": [], "propagate": True, "level": _tortoise_level(level)},
         },
     }

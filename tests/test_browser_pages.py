@@ -91,6 +91,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         url["stripe"],
         url["btcpay"],
         GATEWAY_ALLOWED_ORIGINS=f'["{url["seller"]}"]',
+        # a payment after expiry parks the order for the seller (the needs_review page)
+        GATEWAY_BTCPAY__LATE_PAYMENT="review",
     )
     card_env = _gateway_env(
         tmp, "gw2", url["gw2"], url["stripe"], url["btcpay"], GATEWAY_BTCPAY__ENABLED="false"
@@ -357,14 +359,12 @@ def test_bitcoin_purchase_shows_confirming_then_the_key_without_a_reload(
     assert watched.problems == []
 
 
-def _until_paid_minor_is_known(stack: Stack, order_id: str) -> None:
-    """Wait for the partial payment's webhook to be applied (the order turns pending).
+def _paid_minor_once_pending(stack: Stack, order_id: str) -> tuple[int, int]:
+    """Wait for the partial payment's webhook to be applied; return (paid, price) in cents.
 
-    The apply path stores `PaymentPending.amount_paid_minor` as `orders.paid_minor`, but the
-    BTCPay provider on this branch does not report the amount paid yet (another branch
-    adds it). Until it does, this writes the value apply would store, so the page's part
-    is still proven; once the provider reports it, the value is already there and this
-    only waits.
+    Both come from the real path: the BTCPay provider re-fetches the invoice, reports what
+    was paid as `PaymentPending.amount_paid_minor`, and apply stores it with the pending
+    status in one transaction, so a pending order without `paid_minor` is a bug.
     """
     deadline = time.monotonic() + 15
     with sqlite3.connect(stack.database) as db:
@@ -373,11 +373,8 @@ def _until_paid_minor_is_known(stack: Stack, order_id: str) -> None:
                 "SELECT status, paid_minor, amount_minor FROM orders WHERE id = ?", (order_id,)
             ).fetchone()
             if row is not None and row[0] == "pending":
-                if row[1] is None:
-                    db.execute(
-                        "UPDATE orders SET paid_minor = ? WHERE id = ?", (row[2] // 2, order_id)
-                    )
-                return
+                assert row[1] is not None, "the provider did not report the amount paid"
+                return int(row[1]), int(row[2])
             time.sleep(0.2)
     raise AssertionError(f"order {order_id} never saw the partial payment")
 
@@ -388,11 +385,40 @@ def test_partial_bitcoin_payment_says_how_much_is_due(watched: Watched, stack: S
     status_url = redirect_url_of_invoice(stack, invoice)
     page.get_by_role("button", name="pay-partial").click()
     order_id = status_url.split("/orders/")[1].split("?")[0]
-    _until_paid_minor_is_known(stack, order_id)
+    paid, price = _paid_minor_once_pending(stack, order_id)
+    assert 0 < paid < price
     page.goto(status_url)
     page.wait_for_selector("h1:has-text('Part of your payment has arrived')")
     shot(page, "thank-you-bitcoin-partial")
-    assert re.search(r"[\d.]+ USD is still due", page.inner_text("main"))
+    text = page.inner_text("main")
+    assert f"We received {paid / 100:.2f} USD of {price / 100:.2f} USD." in text
+    assert f"{(price - paid) / 100:.2f} USD is still due" in text
+    assert watched.problems == []
+
+
+def test_late_bitcoin_payment_shows_the_manual_check_page_and_stops_polling(
+    watched: Watched, stack: Stack
+) -> None:
+    # given an invoice that expired and was then paid in full: the real BTCPay provider
+    # reports it, and with late_payment=review the gateway parks the order
+    page = watched.page
+    invoice = _start_bitcoin(page, stack, "late@example.com")
+    status_url = redirect_url_of_invoice(stack, invoice)
+    for action in ("expire", "pay-late"):
+        httpx.post(f"{stack.btcpay}/_fake/invoices/{invoice}/{action}").raise_for_status()
+
+    # when the buyer opens the status page
+    page.goto(status_url)
+
+    # then it says a person will check it, in buyer words, and polls no more
+    page.wait_for_selector("h1:has-text('Your payment needs a manual check')")
+    shot(page, "thank-you-bitcoin-needs-review")
+    text = page.inner_text("main")
+    assert "You do not need to pay again." in text
+    assert "write to help@shop.example" in text  # the seller's contact, not only the footer
+    assert "needs_review" not in text
+    assert page.get_attribute("main", "data-poll") != "1"
+    assert axe_violations(page) == []
     assert watched.problems == []
 
 

@@ -91,6 +91,7 @@ def test_good_config_passes_every_check(env: dict[str, str]) -> None:
         "settings",
         "catalog",
         "database",
+        "license keys",
         "provider stripe",
         "provider btcpay",
     }
@@ -113,6 +114,21 @@ def test_missing_secret_names_the_variable(env: dict[str, str]) -> None:
     assert "FAIL  settings" in text.stdout
     assert "GATEWAY_STRIPE__WEBHOOK_SECRET" in text.stdout
     assert "sk_test_fake_gateway" not in text.output  # never echo a secret
+
+
+def test_a_key_file_serve_would_refuse_fails_naming_the_chmod(env: dict[str, str]) -> None:
+    # given a signing key readable by the group, which makes `serve` refuse to start
+    keys = Path(env["GATEWAY_DATA_DIR"]) / "license-keys"
+    assert CliRunner().invoke(cli, ["keys", "generate"], env=env).exit_code == 0
+    [pem] = keys.glob("*.pem")
+    pem.chmod(0o640)
+
+    text, doc = check(env)
+
+    assert text.exit_code == 1
+    assert by_name(doc)["license keys"]["ok"] is False
+    assert f"chmod 600 {pem}" in by_name(doc)["license keys"]["detail"]
+    assert "FAIL  license keys" in text.stdout
 
 
 def test_unreachable_provider_fails_naming_it(env: dict[str, str]) -> None:

@@ -89,6 +89,7 @@ def test_migrate_command_creates_the_database(tmp_path: Path) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"orders", "inbox_events", "licenses", "outbox_emails"} <= tables
     assert "database is up to date" in result.stderr
+    assert "shutdown" not in result.stderr  # no ORM "shutdown" line while starting up
 
 
 @pytest.mark.slow

@@ -199,6 +199,8 @@ def test_licenses_list_masks_keys_and_show_prints_it(env: dict[str, str], seeded
     by_id = run(env, "licenses", "show", str(seeded.license_id))
 
     assert [lic["key"] for lic in listed] == [mask_key(seeded.key)]
+    assert listed[0]["addons"] == ["advanced-models"]  # a list, as in the license API
+    assert "addons         advanced-models\n" in by_id.stdout
     assert seeded.key not in text.stdout
     assert by_key["key"] == by_order["key"] == seeded.key
     assert by_key["status"] == "active"
@@ -345,3 +347,56 @@ def test_orders_list_stuck_includes_a_parked_underpaid_settle(
     stuck = run_json(env, "orders", "list", "--stuck")
 
     assert {o["id"] for o in stuck} == {seeded.pending, parked}
+
+
+def test_reconcile_settles_a_stuck_order_and_exits_1_while_stripe_is_down(
+    env: dict[str, str], settings_factory: Callable[..., Settings], catalog: Catalog
+) -> None:
+    from datetime import timedelta
+
+    from sandbox.btcpay_server import FakeServerThread
+    from sandbox.stripe_api import FakeStripe
+    from tests.procs import free_port
+    from tests.test_reconciler import paid_without_webhook, stripe_app
+
+    # given a Stripe order paid at (fake) Stripe an hour ago whose webhook never arrived
+    fake = FakeStripe()
+
+    async def seed() -> str:
+        async with stripe_app(fake, env["GATEWAY_DATABASE_URL"], settings_factory, catalog) as (
+            client,
+            _,
+        ):
+            return await paid_without_webhook(client, fake, timedelta(hours=1))
+
+    order_id = asyncio.run(seed())
+    stripe = {
+        "GATEWAY_STRIPE__ENABLED": "true",
+        "GATEWAY_STRIPE__SECRET_KEY": fake.api_key,
+        "GATEWAY_STRIPE__WEBHOOK_SECRET": "whsec_cli",
+        "GATEWAY_BTCPAY__ENABLED": "false",
+    }
+    server = FakeServerThread(fake.app)
+    up = env | stripe | {"GATEWAY_STRIPE__API_BASE": server.start()}
+    try:
+        # when the operator runs one pass (text), then another (JSON)
+        text = run(up, "reconcile")
+        again = run_json(up, "reconcile")
+    finally:
+        server.stop()
+    # and, with another such order, a pass while Stripe is unreachable
+    asyncio.run(seed())
+    down = up | {"GATEWAY_STRIPE__API_BASE": f"http://127.0.0.1:{free_port()}"}
+    unreachable = run(down, "reconcile", "--json")
+
+    # then the first pass settles the order and names it, the second finds nothing left,
+    # and the one without Stripe exits 1 naming it (its order is retried later)
+    assert text.exit_code == 0, text.output
+    assert order_id in text.stdout
+    assert "polled                1" in text.stdout
+    assert again["changed"] == []
+    assert again["provider_unavailable"] == []
+    assert unreachable.exit_code == 1
+    assert json.loads(unreachable.stdout)["provider_unavailable"] == ["stripe"]
+    order = _in_db(up, settings_factory, lambda: Order.get(id=order_id))
+    assert order.status == OrderStatus.SETTLED

@@ -4,6 +4,7 @@ startup checks, `--no-mailer`, and `checkout-gateway sandbox` selling end to end
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from sandbox.provider import FakeProvider
 from sandbox.stripe_api import FakeStripe
 from tests.conftest import running
 from tests.helpers_issuer import deliver, event, new_order
-from tests.procs import PYTHON, Process, clean_env, free_port
+from tests.procs import PYTHON, ROOT, Process, clean_env, free_port
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -195,3 +196,90 @@ def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
     assert paid_card.status_code == paid_btc.status_code == 200
     assert pages["stripe"]["status"] == pages["btcpay"]["status"] == "settled", box.log()
     assert pages["stripe"]["license"]["key"] != pages["btcpay"]["license"]["key"]
+
+
+@pytest.mark.slow
+def test_simulate_sandbox_settles_orders_of_a_running_sandbox_from_a_bare_shell(
+    tmp_path: Path,
+) -> None:
+    # given `checkout-gateway sandbox` running, and a second shell with no GATEWAY_ secrets
+    ports = [free_port() for _ in range(3)]
+    base = f"http://127.0.0.1:{ports[0]}"
+    args = ["sandbox", "--port", str(ports[0]), "--stripe-port", str(ports[1])]
+    args += ["--btcpay-port", str(ports[2])]
+    shell = clean_env(GATEWAY_BTCPAY__URL=f"http://127.0.0.1:{ports[2]}")
+    simulate = [PYTHON, "-m", "gateway", "simulate", "settle"]
+    with Process(
+        [PYTHON, "-m", "gateway", *args],
+        log=tmp_path / "sandbox.log",
+        cwd=tmp_path,
+        env=clean_env(),
+    ) as box:
+        box.wait_http(f"{base}/readyz")
+        bought = {
+            provider: httpx.post(
+                f"{base}/checkout/{provider}/pro", json={"email": "s@example.com"}, timeout=10
+            ).json()
+            for provider in ("stripe", "btcpay")
+        }
+
+        # when the seller simulates a settle of each order with --sandbox
+        runs = {
+            provider: subprocess.run(
+                [*simulate, order["order_id"], "--url", base, "--sandbox"],
+                cwd=tmp_path,
+                env=shell,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            for provider, order in bought.items()
+        }
+        pages = {p: httpx.get(b["status_url"], timeout=5).json() for p, b in bought.items()}
+
+    # then both are signed with the sandbox's secrets and settle, each with a key
+    for provider, run in runs.items():
+        assert run.returncode == 0, (provider, run.stderr)
+        assert '"result":"applied"' in run.stdout
+        assert f"order status: {base}/orders/{bought[provider]['order_id']}?token=" in run.stdout
+        assert pages[provider]["status"] == "settled", box.log()
+        assert pages[provider]["license"]["key"]
+
+
+def _readme_command_spans() -> list[str]:
+    """The code spans of the first column of the README's "Command line" table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    spans = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first_cell = re.split(r"(?<!\\)\|", line)[1]
+            spans += re.findall(r"`([^`]+)`", first_cell)
+    return spans
+
+
+def test_every_command_and_option_in_the_readme_table_exists() -> None:
+    spans = _readme_command_spans()
+    assert len(spans) > 20
+    for span in spans:
+        tokens = span.replace("\\|", "|").split()
+        command: click.Command = cli
+        paths: list[tuple[str, ...]] = [()]
+        for token in tokens:
+            alternatives = token.split("|")
+            if not isinstance(command, click.Group) or not all(
+                a in command.commands for a in alternatives
+            ):
+                break
+            paths = [(*p, a) for p in paths for a in alternatives]
+            command = command.commands[alternatives[0]]
+        claimed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", span))
+        for path in paths:
+            sub: click.Command = cli
+            for name in path:
+                assert isinstance(sub, click.Group)
+                sub = sub.commands[name]
+            offered = {opt for param in sub.params for opt in param.opts}
+            assert path, span
+            assert claimed <= offered, (span, path, sorted(claimed - offered))

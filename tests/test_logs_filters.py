@@ -77,3 +77,32 @@ async def test_sender_in_serve_switch_decides_whether_the_app_runs_a_sender(
         names = {task.get_name() for task in asyncio.all_tasks()}
 
     assert ("outbox-mailer" in names) is in_serve
+
+
+@pytest.mark.parametrize(
+    ("level", "orm"),
+    [("INFO", logging.WARNING), ("DEBUG", logging.DEBUG), ("ERROR", logging.ERROR)],
+)
+def test_the_orm_logs_no_info_line_but_follows_debug_and_stricter_levels(
+    level: str, orm: int
+) -> None:
+    from logging.config import dictConfig
+
+    from gateway.logs import setup_logging, uvicorn_log_config
+
+    touched = [logging.getLogger(n) for n in ("", "tortoise", "uvicorn", "uvicorn.error")]
+    touched.append(logging.getLogger("uvicorn.access"))
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in touched]
+    tortoise = logging.getLogger("tortoise")
+    try:
+        setup_logging(level)
+        in_the_cli = tortoise.getEffectiveLevel()
+        dictConfig(uvicorn_log_config(level))  # what each `serve` worker installs
+        in_a_worker = tortoise.getEffectiveLevel()
+    finally:
+        for logger, handlers, was, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(was)
+            logger.propagate = propagate
+
+    assert in_the_cli == in_a_worker == orm

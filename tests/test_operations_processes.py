@@ -215,3 +215,40 @@ def test_simulate_btcpay_settles_through_the_sandbox_and_explains_a_real_refusal
     assert orders[1]["status"] == "created"
     assert refund.returncode == 1
     assert "BTCPay sends no refund webhook" in refund.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_metrics_dir_set_by_the_operator_is_created_and_shared_with_cli_commands(
+    pg_url: str, tmp_path: Path, workers: str
+) -> None:
+    # given PROMETHEUS_MULTIPROC_DIR exported (not yet existing) for serve and the CLI alike
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    metrics_dir = tmp_path / "metrics"
+    env = clean_env(
+        GATEWAY_DATABASE_URL=pg_url,
+        GATEWAY_CONFIG_FILE="",
+        GATEWAY_DATA_DIR=str(tmp_path / "data"),
+        GATEWAY_PUBLIC_URL=base,
+        GATEWAY_MAIL_BACKEND="file",
+        GATEWAY_BTCPAY__ENABLED="false",
+        GATEWAY_STRIPE__ENABLED="false",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    serve = ["serve", "--workers", workers, "--host", "127.0.0.1", "--port", str(port)]
+    with Process(
+        [PYTHON, "-m", "gateway", *serve], log=tmp_path / "gw.log", cwd=tmp_path, env=env
+    ) as gw:
+        gw.wait_http(f"{base}/readyz", timeout=60)
+
+        # when an operator gives a license away from the command line
+        comp = _cli(
+            env, "licenses", "comp", "--product", "pro", "--email", "f@example.com",
+            "--by", "ops", "--reason", "metrics", cwd=tmp_path,
+        )  # fmt: skip
+        scrape = httpx.get(f"{base}/metrics", timeout=10).text
+
+    # then serve started (no traceback) and its scrape counts the CLI's license too
+    assert comp.returncode == 0, comp.stderr
+    assert "Traceback" not in gw.log()
+    assert _metric(scrape, 'gateway_licenses_issued_total{source="comp"}') == 1.0

@@ -97,6 +97,39 @@ async def test_invalid_email_is_explained_on_the_form(
     assert "does not look right" in bad.text
 
 
+async def test_recover_posted_from_another_site_is_refused_and_sends_nothing(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    # given a buyer with a license, and a seller site allowed to post forms
+    app, fake = fake_gateway(
+        db_url, settings_factory, catalog, allowed_origins=["https://seller.example"]
+    )
+    async with running(app) as client:
+        await deliver(client, fake, event(await new_order(catalog)))
+        form = {"email": BUYER}
+
+        # when another site posts the form (Origin, or only a Referer), and the allowed one
+        evil = await client.post(
+            "/licenses/recover", data=form, headers={"origin": "https://evil.example"}
+        )
+        by_referer = await client.post(
+            "/licenses/recover", data=form, headers={"referer": "https://evil.example/page"}
+        )
+        refused = await OutboxEmail.filter(kind__startswith="recover-").count()
+        seller = await client.post(
+            "/licenses/recover", data=form, headers={"origin": "https://seller.example"}
+        )
+        queued = await OutboxEmail.filter(kind__startswith="recover-").count()
+
+    # then the foreign posts get a page in words and queue nothing; the seller's works
+    assert evil.status_code == by_referer.status_code == 403
+    assert "sent from another website" in evil.text
+    assert evil.headers["content-type"].startswith("text/html")
+    assert refused == 0
+    assert seller.status_code == 200
+    assert queued == 1
+
+
 def test_recovery_kind_names_a_ten_minute_window() -> None:
     at = datetime(2026, 11, 23, 17, 38, 59, tzinfo=UTC)
     assert recover_kind(at) == "recover-202611231730"

@@ -1,4 +1,5 @@
-"""`check-config`: settings, catalog, database and every enabled provider, before going live."""
+"""`check-config`: settings, catalog, database, license signing keys and every enabled provider,
+before going live."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def check_config(timeout: float, as_json: bool) -> None:
         except CatalogError as exc:
             checks.append(Check("catalog", False, str(exc)))
         checks.append(asyncio.run(_ping_db(settings, timeout)))
+        checks.append(_signing_keys(settings))
         checks += asyncio.run(ping_providers(settings, seconds=timeout))
         warnings = production_warnings(settings)
     ok = all(check.ok for check in checks)
@@ -54,6 +56,20 @@ def check_config(timeout: float, as_json: bool) -> None:
         click.echo("configuration OK" if ok else "configuration has problems (see FAIL above)")
     if not ok:
         raise click.exceptions.Exit(1)
+
+
+def _signing_keys(settings: Settings) -> Check:
+    """The license signing keys as `serve` will load them: an unsafe key file stops startup."""
+    from gateway.signing import KeyFileError, KeyStore
+
+    directory = settings.license.keys_path(settings.data_dir)
+    try:
+        keys = KeyStore(directory).load()
+    except (KeyFileError, OSError) as exc:
+        return Check("license keys", False, str(exc))
+    if not keys:
+        return Check("license keys", True, f"none yet in {directory}: the first start makes one")
+    return Check("license keys", True, f"{len(keys)} in {directory}, signing: {keys[-1].kid}")
 
 
 async def _ping_db(settings: Settings, seconds: float) -> Check:

@@ -69,7 +69,7 @@ def emit_table(
         # Fold, never elide: operators copy ids and addresses out of these tables.
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*(_shown(row.get(c)) for c in columns))
     console = Console(soft_wrap=True)
     if not console.is_terminal:
         # Piped or captured (grep, less, a test): no terminal width to fit, keep rows whole.
@@ -84,7 +84,16 @@ def emit_object(doc: dict[str, Any], *, as_json: bool) -> None:
         return
     width = max((len(k) for k in doc), default=0)
     for key, value in doc.items():
-        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+        click.echo(f"{key.ljust(width)}  {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    # Lists stay lists in --json (scripts index them); a person reads them comma-separated.
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def parse_since(value: str) -> datetime:

@@ -53,7 +53,7 @@ def _doc(lic: Any, *, full_key: bool) -> dict[str, Any]:
         "order_id": lic.order_id,
         "product": lic.product_id,
         "tier": lic.tier,
-        "addons": ", ".join(lic.addons) or None,
+        "addons": list(lic.addons),
         "seat_limit": lic.seat_limit,
         "email": lic.buyer_email,
         "status": lic.status.value,

@@ -14,6 +14,7 @@ import click
 from gateway.cli import cli
 from gateway.cli.common import log, settings_and_logging
 
+DEFAULT_BTCPAY_PORT = 14142
 SANDBOX_ENV = {
     "GATEWAY_STRIPE__ENABLED": "true",
     "GATEWAY_STRIPE__SECRET_KEY": "sk_test_fake_gateway",
@@ -29,7 +30,12 @@ SANDBOX_ENV = {
 @cli.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--stripe-port", type=click.IntRange(1, 65535), default=12111, show_default=True)
-@click.option("--btcpay-port", type=click.IntRange(1, 65535), default=14142, show_default=True)
+@click.option(
+    "--btcpay-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_BTCPAY_PORT,
+    show_default=True,
+)
 def sandbox(port: int, stripe_port: int, btcpay_port: int) -> None:
     """Run fake Stripe + fake BTCPay and a gateway using them, all on 127.0.0.1."""
     import uvicorn

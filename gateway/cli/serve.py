@@ -13,6 +13,10 @@ import click
 from gateway.cli import cli
 from gateway.cli.common import log, settings_and_logging
 
+# Not imported from gateway.metrics: importing that module creates the metric files inside
+# this directory, which must exist (and be emptied) first.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
@@ -79,6 +83,9 @@ def serve(
         "log_level": settings.log_level.lower(),
     }
     if workers == 1:
+        if os.environ.get(MULTIPROC_ENV):
+            # Set by the operator to share counts with CLI commands: prepare it as for N.
+            _fresh_metrics_dir()
         from gateway.app import create_app
 
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
@@ -101,8 +108,6 @@ def serve(
 def _fresh_metrics_dir() -> tuple[Path, bool]:
     """An empty PROMETHEUS_MULTIPROC_DIR (set before any worker imports prometheus_client);
     True when it was made here (and is removed on exit)."""
-    from gateway.metrics import MULTIPROC_ENV
-
     given = os.environ.get(MULTIPROC_ENV)
     if not given:
         path = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))

@@ -12,6 +12,10 @@ What the gateway then trusts differs by provider, as it should:
   BTCPay says. A real BTCPay will not say "settled" for an unpaid invoice, so there the
   gateway answers "ignored"; against the sandbox's fake BTCPay, `--sandbox` first marks the
   invoice paid (or expired) in the fake.
+
+`--sandbox` also falls back to the sandbox's own webhook secrets and fake BTCPay URL where
+none is configured: `checkout-gateway sandbox` sets them inside its own process only, so the
+shell a seller runs `simulate` from usually has none.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ import hmac
 import json
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gateway.cli import cli
 from gateway.cli.common import log, settings_and_logging, with_db
+from gateway.cli.sandbox import DEFAULT_BTCPAY_PORT, SANDBOX_ENV
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 ACTIONS = ("settle", "expire", "refund")
 
@@ -38,7 +46,12 @@ ACTIONS = ("settle", "expire", "refund")
 @click.option(
     "--sandbox",
     is_flag=True,
-    help="BTCPay only: first mark the invoice paid/expired in the sandbox's fake BTCPay",
+    help=(
+        "the gateway runs under `checkout-gateway sandbox`: sign with its webhook secrets "
+        "where none is configured, and for BTCPay first mark the invoice paid/expired in "
+        "its fake BTCPay "
+        f"(GATEWAY_BTCPAY__URL, default http://127.0.0.1:{DEFAULT_BTCPAY_PORT})"
+    ),
 )
 def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None:
     """Send a signed settle/expire/refund webhook for ORDER_ID to a running gateway."""
@@ -47,6 +60,8 @@ def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None
     from gateway.models import Order
 
     settings = settings_and_logging()
+    if sandbox:
+        settings = _with_sandbox_defaults(settings)
 
     async def load() -> Order | None:
         return await Order.get_or_none(id=order_id)
@@ -92,7 +107,29 @@ def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None
                 err=True,
             )
         raise click.exceptions.Exit(1)
-    click.echo(f"order status: {settings.public_url}/orders/{order.id}?token={order.status_token}")
+    # The sandbox's public URL is its own address (--url), which this shell's settings do not
+    # know; elsewhere --url may be an internal address, and buyers use GATEWAY_PUBLIC_URL.
+    public = (url if sandbox and url else settings.public_url).rstrip("/")
+    click.echo(f"order status: {public}/orders/{order.id}?token={order.status_token}")
+
+
+def _with_sandbox_defaults(settings: Settings) -> Settings:
+    """`settings`, with what `checkout-gateway sandbox` uses wherever nothing is configured."""
+    from pydantic import SecretStr
+
+    stripe, btcpay = settings.stripe, settings.btcpay
+    if stripe.webhook_secret is None:
+        secret = SecretStr(SANDBOX_ENV["GATEWAY_STRIPE__WEBHOOK_SECRET"])
+        stripe = stripe.model_copy(update={"webhook_secret": secret})
+    updates: dict[str, Any] = {}
+    if btcpay.webhook_secret is None:
+        updates["webhook_secret"] = SecretStr(SANDBOX_ENV["GATEWAY_BTCPAY__WEBHOOK_SECRET"])
+    if btcpay.url is None:
+        updates["url"] = f"http://127.0.0.1:{DEFAULT_BTCPAY_PORT}"
+    if btcpay.store_id is None:
+        updates["store_id"] = SANDBOX_ENV["GATEWAY_BTCPAY__STORE_ID"]
+    btcpay = btcpay.model_copy(update=updates)
+    return settings.model_copy(update={"stripe": stripe, "btcpay": btcpay})
 
 
 def _results(response: Any) -> list[str]:
