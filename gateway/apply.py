@@ -214,6 +214,14 @@ class Applier:
             problem = self._settlement_problem(order, event)
             if problem:
                 return await self._needs_review(conn, order, event, problem)
+        if (
+            isinstance(event, PaymentReversed)
+            and event.settled_only
+            and order.status != OrderStatus.SETTLED
+        ):
+            # Nothing was settled, so there is no settlement to withdraw: the failure that
+            # came with it is the whole story (an unpaid order marked invalid ends failed).
+            return ApplyResult(Result.NOOP, order.id, f"order is {order.status}; not settled")
         if order.status not in _FROM[type(event)]:
             detail = f"order is {order.status}; {_KIND[type(event)]} changes nothing"
             return ApplyResult(Result.NOOP, order.id, detail)

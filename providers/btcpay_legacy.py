@@ -203,6 +203,7 @@ class BTCPayLegacyProvider:
                 payment_ref=invoice_id,
                 dedupe_key=f"{invoice_id}:invalid:reversed",
                 reason="manually marked invalid in BTCPay",
+                settled_only=True,
             )
             return [event, withdrawn]
         return [event]

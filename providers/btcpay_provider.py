@@ -244,6 +244,7 @@ class BTCPayProvider:
                     payment_ref=invoice_id,
                     dedupe_key=f"{invoice_id}:InvoiceInvalid:reversed",
                     reason="manually marked invalid in BTCPay",
+                    settled_only=True,
                 )
                 return [failed, reversed_]
             return [failed]

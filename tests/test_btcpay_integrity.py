@@ -222,6 +222,25 @@ async def test_refund_or_marked_invalid_after_settlement_revokes_the_license(
         assert license_.status == LicenseStatus.REVOKED
 
 
+async def test_unpaid_invoice_marked_invalid_fails_the_order_and_is_not_a_reversal(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop() as shop:
+        order_id, invoice_id = await shop.buy()
+        # when the seller marks the unpaid invoice invalid (BTCPay sends one InvoiceInvalid,
+        # which stands for a failure and, on a settled invoice, a withdrawn settlement)
+        [answer] = await shop.deliver(shop.fake.mark_invalid(invoice_id))
+        # then the order failed: nothing was settled, so nothing was reversed
+        assert [e["result"] for e in answer.json()["events"]] == ["applied", "noop"]
+        order = await _order(order_id)
+        assert order.status == OrderStatus.FAILED
+        assert await _licenses(order_id) == []
+        # and a later settlement of the marked invoice cannot find it reversed either
+        await shop.deliver(shop.fake.mark_settled(invoice_id))
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
+        assert len(await _licenses(order_id)) == 1
+
+
 # -- item 11: the instant late payment race -------------------------------------------------
 
 

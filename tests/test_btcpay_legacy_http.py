@@ -124,6 +124,17 @@ async def test_marked_invalid_after_settlement_revokes_the_license(shop: LegacyS
     assert license_.status == LicenseStatus.REVOKED
 
 
+async def test_unpaid_invoice_marked_invalid_fails_the_order_and_is_not_a_reversal(
+    shop: LegacyShop,
+) -> None:
+    order_id, invoice_id = await shop.buy()
+    shop.fake.mark_invalid(invoice_id)
+    answer = await shop.ipn(shop.fake.legacy_ipn(invoice_id))
+    assert [e["result"] for e in answer.json()["events"]] == ["applied", "noop"]
+    assert (await Order.get(id=order_id)).status == OrderStatus.FAILED
+    assert await License.filter(order_id=order_id).count() == 0
+
+
 async def test_slow_legacy_calls_do_not_starve_the_shared_thread_pool(shop: LegacyShop) -> None:
     # item 9.13: btcpay-python calls run in the provider's own bounded pool
     invoices = [(await shop.buy())[1] for _ in range(12)]
