@@ -256,6 +256,15 @@ class Applier:
                 update.append("notes")
             await order.save(using_db=conn, update_fields=update)
             issued = await self._issue(conn, order)
+            if previous == OrderStatus.NEEDS_REVIEW:
+                # The provider settled what a human was asked to judge (the seller marked the
+                # BTCPay invoice settled after checking it): the decision is made, so the
+                # order's parked events leave the review list, as after `review resolve`.
+                await (
+                    InboxEvent.filter(order_id=order.id, outcome=InboxOutcome.PARKED)
+                    .using_db(conn)
+                    .update(outcome=InboxOutcome.NOOP, handled_at=now)
+                )
         else:
             await order.save(using_db=conn, update_fields=update)
             if isinstance(event, PaymentReversed):
