@@ -9,16 +9,20 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import License, LicenseStatus, Order, OrderStatus
+from gateway.reconciler import PassReport, Reconciler
+from gateway.state import AppState
 from providers.btcpay_provider import BTCPayProvider
 from sandbox.btcpay_harness import BTCPayGreenfieldHarness
 from sandbox.btcpay_payloads import Delivery
@@ -29,10 +33,19 @@ from tests.conftest import running
 class Shop:
     """The gateway app with the Greenfield provider, and the fake BTCPay behind it."""
 
-    def __init__(self, harness: BTCPayGreenfieldHarness, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, harness: BTCPayGreenfieldHarness, client: httpx.AsyncClient, app: Starlette
+    ) -> None:
         self.harness = harness
         self.fake: FakeBTCPay = harness.fake
         self.client = client
+        self.app = app
+
+    async def reconcile(self) -> PassReport:
+        """One reconciler pass now, over every order (as if all were old enough and due)."""
+        await Order.all().update(created_at=datetime.now(UTC) - timedelta(hours=1), recheck_at=None)
+        state: AppState = self.app.state.gateway
+        return await Reconciler(state.settings, state.providers, state.applier).run_once()
 
     async def buy(self, product: str = "pro", **headers: str) -> tuple[str, str]:
         resp = await self.client.post(
@@ -94,7 +107,7 @@ def open_shop(
                 run_migrations=False,
             )
             async with running(app) as client:
-                yield Shop(harness, client)
+                yield Shop(harness, client, app)
         finally:
             await harness.aclose()
 
@@ -260,6 +273,52 @@ async def test_instant_late_payment_seen_before_paid_late_still_settles(
         # when InvoicePaidAfterExpiration follows, the order settles
         await shop.deliver([paid_late])
         assert (await _order(order_id)).status == OrderStatus.SETTLED
+        assert len(await _licenses(order_id)) == 1
+
+
+# -- items 7, 10, 11 through the reconciler: the BTCPay answers it must act on ------------
+
+
+async def test_reconciler_settles_a_late_payment_once_its_payments_settle_never_before(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop() as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        # given a full late payment, still unconfirmed, whose webhooks were all lost
+        shop.fake.pay_late_unconfirmed(invoice_id)
+        # when the reconciler asks BTCPay: PaidLate counts unconfirmed money, so it waits
+        await shop.reconcile()
+        order = await _order(order_id)
+        assert order.status == OrderStatus.FAILED
+        assert order.recheck_at is not None
+        assert await _licenses(order_id) == []
+        # then once the payment confirms (its webhooks lost too), the next pass settles
+        shop.fake.confirm(invoice_id)
+        report = await shop.reconcile()
+        assert report.changed == [order_id]
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
+        # and a pass after that, or the webhook arriving after all, issues nothing more
+        await shop.reconcile()
+        await shop.deliver(shop.fake.confirm(invoice_id))
+        assert len(await _licenses(order_id)) == 1
+
+
+async def test_reconciler_finds_the_seller_marking_a_needs_review_order_settled(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop(late_payment="review") as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id))
+        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        # given the seller checked the payment and marked the invoice settled in BTCPay,
+        # and that webhook was lost
+        shop.fake.mark_settled(invoice_id)
+        # when the reconciler passes, then the order settles with one license
+        await shop.reconcile()
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
+        await shop.reconcile()
         assert len(await _licenses(order_id)) == 1
 
 
