@@ -232,6 +232,11 @@ class Applier:
         if isinstance(event, PaymentNeedsReview):
             order.review_reason = event.reason
             update.append("review_reason")
+            if not order.payment_ref:
+                # The money under review is on the order's own checkout (a late BTCPay
+                # payment): if a human issues, a later refund of it must still revoke.
+                order.payment_ref = event.payment_ref or event.provider_ref
+                update.append("payment_ref")
         if isinstance(event, PaymentFailed):
             order.notes = "; ".join(filter(None, [order.notes, f"failed: {event.reason}"]))
             update.append("notes")

@@ -254,6 +254,28 @@ async def test_unpaid_invoice_marked_invalid_fails_the_order_and_is_not_a_revers
         assert len(await _licenses(order_id)) == 1
 
 
+@pytest.mark.parametrize("withdraw", [FakeBTCPay.refund, FakeBTCPay.mark_invalid])
+async def test_late_payment_issued_after_review_is_still_revoked_by_a_refund(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+    withdraw: Callable[[FakeBTCPay, str], list[Delivery]],
+) -> None:
+    async with open_shop(late_payment="review") as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id))
+        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        # given the operator issued the license after checking the late payment
+        state: AppState = shop.app.state.gateway
+        assert (await state.applier.resolve_review(order_id, issue=True)).license_issued
+        # when the seller then refunds the invoice (or withdraws it by marking it invalid)
+        [answer] = await shop.deliver(withdraw(shop.fake, invoice_id))
+        # then the reversal names the payment the license was issued for, and revokes it
+        assert "parked" not in [e["result"] for e in answer.json()["events"]]
+        assert (await _order(order_id)).status == OrderStatus.REVERSED
+        [license_] = await _licenses(order_id)
+        assert license_.status == LicenseStatus.REVOKED
+
+
 # -- item 11: the instant late payment race -------------------------------------------------
 
 
