@@ -16,7 +16,8 @@ would otherwise stay `created` forever. Each pass:
                 same fact, if it comes after all, finds the order moved and changes nothing)
     reschedule  unchanged answers back off with the order's age; a provider outage stops
                 that provider's pass and backs off exponentially
-    horizon     created/pending orders older than the horizon end failed, with the reason
+    horizon     created/pending orders older than the horizon end failed, with the reason,
+                unless the provider's answer was "payment in progress"
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from gateway.apply import Applier, Result
 from gateway.models import Order, OrderStatus
 from providers.base import PaymentProvider
 from providers.errors import ProviderRejected, ProviderUnavailable
-from providers.events import Ignored, PaymentFailed, ProviderName
+from providers.events import Ignored, PaymentFailed, PaymentPending, ProviderName
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,14 @@ class Reconciler:
             if result.license_issued:
                 metrics.LICENSES_ISSUED.labels("reconcile").inc()
         fresh = await Order.get(id=order.id)
-        if fresh.status in _OPEN and order.created_at < now - timedelta(
-            hours=self.conf.horizon_hours
+        # The provider says money is on its way (an unconfirmed bitcoin payment, a bank debit
+        # in flight): failing the order for its age would fail a paid order, so it is asked
+        # again until the payment settles or fails.
+        paying = isinstance(event, PaymentPending)
+        if (
+            fresh.status in _OPEN
+            and not paying
+            and order.created_at < now - timedelta(hours=self.conf.horizon_hours)
         ):
             await self._expire(fresh, report)
             return

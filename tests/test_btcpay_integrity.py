@@ -41,9 +41,9 @@ class Shop:
         self.client = client
         self.app = app
 
-    async def reconcile(self) -> PassReport:
-        """One reconciler pass now, over every order (as if all were old enough and due)."""
-        await Order.all().update(created_at=datetime.now(UTC) - timedelta(hours=1), recheck_at=None)
+    async def reconcile(self, age: timedelta = timedelta(hours=1)) -> PassReport:
+        """One reconciler pass now, over every order (as if all were `age` old and due)."""
+        await Order.all().update(created_at=datetime.now(UTC) - age, recheck_at=None)
         state: AppState = self.app.state.gateway
         return await Reconciler(state.settings, state.providers, state.applier).run_once()
 
@@ -323,6 +323,27 @@ async def test_reconciler_settles_a_late_payment_once_its_payments_settle_never_
         # and a pass after that, or the webhook arriving after all, issues nothing more
         await shop.reconcile()
         await shop.deliver(shop.fake.confirm(invoice_id))
+        assert len(await _licenses(order_id)) == 1
+
+
+async def test_reconciler_never_fails_an_order_past_the_horizon_while_its_payment_confirms(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop() as shop:
+        order_id, invoice_id = await shop.buy()
+        # given a full payment BTCPay still counts as unconfirmed (a low-fee transaction),
+        # whose webhooks were lost, on an order older than the reconcile horizon
+        shop.fake.receive_full_payment(invoice_id)
+        state: AppState = shop.app.state.gateway
+        old = timedelta(hours=state.settings.reconcile.horizon_hours + 1)
+        # when the reconciler passes, then the paid order is not failed for its age
+        report = await shop.reconcile(age=old)
+        assert report.expired == []
+        assert (await _order(order_id)).status == OrderStatus.PENDING
+        # and once the payment confirms (that webhook lost too), a pass settles it
+        shop.fake.confirm(invoice_id)
+        await shop.reconcile(age=old)
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
         assert len(await _licenses(order_id)) == 1
 
 
