@@ -353,8 +353,13 @@ async def test_reconciler_finds_the_seller_marking_a_needs_review_order_settled(
     async with open_shop(late_payment="review") as shop:
         order_id, invoice_id = await shop.buy()
         await shop.deliver(shop.fake.expire(invoice_id))
-        await shop.deliver(shop.fake.pay_after_expiry(invoice_id))
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id, confirmed=False))
         assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        # the payment confirming is not the seller's decision: still for review
+        await shop.deliver(shop.fake.confirm(invoice_id))
+        await shop.reconcile()
+        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        assert await _licenses(order_id) == []
         # given the seller checked the payment and marked the invoice settled in BTCPay,
         # and that webhook was lost
         shop.fake.mark_settled(invoice_id)
