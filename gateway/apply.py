@@ -24,6 +24,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from config.catalog import Catalog
+from config.money import format_decimal
 from gateway.licenses import KeyFactory, generate_key, issue_license
 from gateway.models import (
     InboxEvent,
@@ -232,6 +233,16 @@ class Applier:
         if isinstance(event, PaymentNeedsReview):
             order.review_reason = event.reason
             update.append("review_reason")
+            if event.amount_minor is not None:
+                # What the provider counts as paid is what the reviewer checks first; the
+                # review list shows only the reason, so it goes there, and on the order.
+                order.paid_minor = event.amount_minor
+                currency = event.currency or order.currency
+                order.review_reason += (
+                    f"; {event.provider.value} counts "
+                    f"{format_decimal(event.amount_minor, currency)} {currency} paid"
+                )
+                update.append("paid_minor")
             if not order.payment_ref:
                 # The money under review is on the order's own checkout (a late BTCPay
                 # payment): if a human issues, a later refund of it must still revoke.

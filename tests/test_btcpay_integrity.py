@@ -354,7 +354,12 @@ async def test_reconciler_finds_the_seller_marking_a_needs_review_order_settled(
         order_id, invoice_id = await shop.buy()
         await shop.deliver(shop.fake.expire(invoice_id))
         await shop.deliver(shop.fake.pay_after_expiry(invoice_id, confirmed=False))
-        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        order = await _order(order_id)
+        assert order.status == OrderStatus.NEEDS_REVIEW
+        # and the reviewer is told what BTCPay counts as paid (README, Late payments)
+        assert order.paid_minor == order.amount_minor
+        assert order.review_reason is not None
+        assert order.review_reason.endswith("; btcpay counts 9.99 USD paid")
         # the payment confirming is not the seller's decision: still for review
         await shop.deliver(shop.fake.confirm(invoice_id))
         await shop.reconcile()
