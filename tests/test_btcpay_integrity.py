@@ -454,6 +454,27 @@ async def test_signed_payloads_of_the_wrong_shape_are_4xx(
         assert resp.json()["error"] == "bad_payload"
 
 
+@pytest.mark.parametrize(
+    ("event_type", "field"),
+    [("InvoiceRefund", "pullPaymentId"), ("InvoiceReceivedPayment", "payment")],
+)
+async def test_signed_event_ids_with_a_nul_byte_are_4xx_not_a_database_error(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+    event_type: str,
+    field: str,
+) -> None:
+    # Both ids become part of the inbox's dedupe key: PostgreSQL refuses NUL in text, and
+    # the 503 that followed made BTCPay redeliver it for days (issue 9 items 14 and 17).
+    async with open_shop() as shop:
+        _, invoice_id = await shop.buy()
+        shop.fake.receive_full_payment(invoice_id)
+        value: Any = "pp_\x00x" if field == "pullPaymentId" else {"id": "tx\x00-0"}
+        payload = {"type": event_type, "invoiceId": invoice_id, field: value}
+        resp = await shop.signed(payload)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"] == "bad_payload"
+
+
 async def test_deeply_nested_signed_payload_is_4xx(
     open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
 ) -> None:
