@@ -268,3 +268,29 @@ async def test_status_page_for_a_foreign_order_id_is_404_not_a_database_error(
 
         assert resp.status_code == 404, resp.text
         assert resp.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"id": "SESSION\u0000"}, {"id": "../SESSION"}, {"id": "SESSION/../../v1/charges"}],
+    ids=["session-id-nul", "session-id-path-before", "session-id-path-after"],
+)
+async def test_signed_session_for_our_order_with_an_odd_id_is_4xx_never_5xx(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, change: dict[str, str]
+) -> None:
+    # Stripe ids must have Stripe's shape in full, not merely contain it: a NUL byte reached
+    # PostgreSQL (503, retried by Stripe for days), and a path was stored as a session id.
+    fake = FakeStripe()
+    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+        order = await checkout(client)
+        assert order.provider_ref is not None
+        event = json.loads(fake.complete_session(order.provider_ref).body)
+        for key, value in change.items():
+            event["data"]["object"][key] = value.replace("SESSION", order.provider_ref)
+        body, headers = _signed(fake, event)
+
+        resp = await client.post("/webhooks/stripe", content=body, headers=headers)
+
+        assert resp.status_code == 400, resp.text
+        assert (await Order.get(id=order.id)).status == OrderStatus.CREATED
+        assert await InboxEvent.all().count() == 0
