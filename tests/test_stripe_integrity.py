@@ -294,3 +294,21 @@ async def test_signed_session_for_our_order_with_an_odd_id_is_4xx_never_5xx(
         assert resp.status_code == 400, resp.text
         assert (await Order.get(id=order.id)).status == OrderStatus.CREATED
         assert await InboxEvent.all().count() == 0
+
+
+async def test_signed_dispute_with_a_nul_in_its_reason_is_4xx_and_revokes_nothing(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    # The dispute reason becomes the license's revoke reason: with a NUL byte PostgreSQL
+    # refused it, and the 503 had Stripe retry the event for days.
+    fake = FakeStripe()
+    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+        order = await checkout(client)
+        assert order.provider_ref is not None
+        await deliver(client, fake.complete_session(order.provider_ref))
+
+        signed = fake.dispute(order.provider_ref, reason="fraudulent\u0000")
+        resp = await client.post("/webhooks/stripe", content=signed.body, headers=signed.headers)
+
+        assert resp.status_code == 400, resp.text
+        assert await license_status(order.id) == LicenseStatus.ACTIVE
