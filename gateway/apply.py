@@ -223,7 +223,12 @@ class Applier:
             # Nothing was settled, so there is no settlement to withdraw: the failure that
             # came with it is the whole story (an unpaid order marked invalid ends failed).
             return ApplyResult(Result.NOOP, order.id, f"order is {order.status}; not settled")
-        if order.status not in _FROM[type(event)]:
+        seller_says_no = (
+            isinstance(event, PaymentFailed)
+            and event.by_seller
+            and order.status == OrderStatus.NEEDS_REVIEW
+        )
+        if order.status not in _FROM[type(event)] and not seller_says_no:
             detail = f"order is {order.status}; {_KIND[type(event)]} changes nothing"
             return ApplyResult(Result.NOOP, order.id, detail)
 
@@ -272,15 +277,6 @@ class Applier:
                 update.append("notes")
             await order.save(using_db=conn, update_fields=update)
             issued = await self._issue(conn, order)
-            if previous == OrderStatus.NEEDS_REVIEW:
-                # The provider settled what a human was asked to judge (the seller marked the
-                # BTCPay invoice settled after checking it): the decision is made, so the
-                # order's parked events leave the review list, as after `review resolve`.
-                await (
-                    InboxEvent.filter(order_id=order.id, outcome=InboxOutcome.PARKED)
-                    .using_db(conn)
-                    .update(outcome=InboxOutcome.NOOP, handled_at=now)
-                )
         else:
             await order.save(using_db=conn, update_fields=update)
             if isinstance(event, PaymentReversed):
@@ -297,6 +293,15 @@ class Applier:
                     .using_db(conn)
                     .update(status=LicenseStatus.ACTIVE, revoked_at=None, revoke_reason=None)
                 )
+        if previous == OrderStatus.NEEDS_REVIEW:
+            # The provider reports the decision a human was asked to make (the seller marked
+            # the BTCPay invoice settled, or invalid, after checking it): the order's parked
+            # events leave the review list, as after `review resolve`.
+            await (
+                InboxEvent.filter(order_id=order.id, outcome=InboxOutcome.PARKED)
+                .using_db(conn)
+                .update(outcome=InboxOutcome.NOOP, handled_at=now)
+            )
         log.info(
             "order %s: %s -> %s",
             order.id,

@@ -268,7 +268,12 @@ class BTCPayLegacyProvider:
             return PaymentFailed(**common, dedupe_key=f"{invoice_id}:expired", reason=reason)
         if status == "invalid":
             reason = "manually marked invalid" if exception == "marked" else "invalid"
-            return PaymentFailed(**common, dedupe_key=f"{invoice_id}:invalid", reason=reason)
+            return PaymentFailed(
+                **common,
+                dedupe_key=f"{invoice_id}:invalid",
+                reason=reason,
+                by_seller=exception == "marked",
+            )
         return Ignored(
             provider=self.name, reason=f"unknown legacy status {status!r}", provider_ref=invoice_id
         )

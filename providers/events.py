@@ -58,6 +58,9 @@ class PaymentFailed(_Event):
     """Will not be paid as it stands: expired, invalid, declined."""
 
     reason: str
+    # The seller's own decision at the provider (BTCPay "marked invalid"), so it also ends
+    # a needs_review order, which an expiry or a decline never does.
+    by_seller: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

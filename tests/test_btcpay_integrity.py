@@ -276,6 +276,28 @@ async def test_late_payment_issued_after_review_is_still_revoked_by_a_refund(
         assert license_.status == LicenseStatus.REVOKED
 
 
+@pytest.mark.parametrize("lost_webhook", [False, True], ids=["webhook", "reconciler"])
+async def test_needs_review_order_marked_invalid_by_the_seller_ends_failed(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]], lost_webhook: bool
+) -> None:
+    async with open_shop(late_payment="review") as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id))
+        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        # when the seller checks the late payment and says no by marking the invoice invalid
+        marked = shop.fake.mark_invalid(invoice_id)
+        if lost_webhook:
+            await shop.reconcile()
+        else:
+            await shop.deliver(marked)
+        # then that decision ends the review: failed, with the reason, and nothing issued
+        order = await _order(order_id)
+        assert order.status == OrderStatus.FAILED
+        assert "manually marked invalid" in order.notes
+        assert await _licenses(order_id) == []
+
+
 # -- item 11: the instant late payment race -------------------------------------------------
 
 
