@@ -123,6 +123,22 @@ async def test_late_payment_without_any_ipn_is_found_by_the_reconciler_for_revie
     assert await License.filter(order_id=order_id).count() == 1
 
 
+async def test_late_payment_in_review_marked_invalid_by_the_seller_ends_failed(
+    shop: LegacyShop,
+) -> None:
+    order_id, invoice_id = await shop.buy()
+    shop.fake.expire(invoice_id)
+    shop.fake.pay_after_expiry(invoice_id)
+    await shop.reconcile()
+    assert (await Order.get(id=order_id)).status == OrderStatus.NEEDS_REVIEW
+    # when the seller marks it invalid in BTCPay (a markedInvalid IPN follows)
+    shop.fake.mark_invalid(invoice_id)
+    answer = await shop.ipn(shop.fake.legacy_ipn(invoice_id))
+    assert answer.status_code == 200, answer.text
+    assert (await Order.get(id=order_id)).status == OrderStatus.FAILED
+    assert await License.filter(order_id=order_id).count() == 0
+
+
 async def test_ipns_for_invoices_we_never_created_cost_no_btcpay_call(shop: LegacyShop) -> None:
     # item 9.13: each forged IPN used to cost a signed GET in a shared thread pool
     await shop.buy()
