@@ -145,21 +145,6 @@ def create_app(
         Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
         Route("/orders/{order_id}", order_status, methods=["GET"]),
-        Route(
-            "/licenses/validate",
-            license_api.counted("validate", license_api.validate),
-            methods=["POST"],
-        ),
-        Route(
-            "/licenses/activate",
-            license_api.counted("activate", license_api.activate),
-            methods=["POST"],
-        ),
-        Route(
-            "/licenses/deactivate",
-            license_api.counted("deactivate", license_api.deactivate),
-            methods=["POST"],
-        ),
         *(
             Route(f"/licenses/{name}", license_api.counted(name, handler), methods=["POST"])
             for name, handler in (

@@ -24,6 +24,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from config.catalog import Catalog
+from config.money import format_decimal
 from gateway.licenses import KeyFactory, generate_key, issue_license
 from gateway.models import (
     InboxEvent,
@@ -214,7 +215,20 @@ class Applier:
             problem = self._settlement_problem(order, event)
             if problem:
                 return await self._needs_review(conn, order, event, problem)
-        if order.status not in _FROM[type(event)]:
+        if (
+            isinstance(event, PaymentReversed)
+            and event.settled_only
+            and order.status != OrderStatus.SETTLED
+        ):
+            # Nothing was settled, so there is no settlement to withdraw: the failure that
+            # came with it is the whole story (an unpaid order marked invalid ends failed).
+            return ApplyResult(Result.NOOP, order.id, f"order is {order.status}; not settled")
+        seller_says_no = (
+            isinstance(event, PaymentFailed)
+            and event.by_seller
+            and order.status == OrderStatus.NEEDS_REVIEW
+        )
+        if order.status not in _FROM[type(event)] and not seller_says_no:
             detail = f"order is {order.status}; {_KIND[type(event)]} changes nothing"
             return ApplyResult(Result.NOOP, order.id, detail)
 
@@ -224,6 +238,21 @@ class Applier:
         if isinstance(event, PaymentNeedsReview):
             order.review_reason = event.reason
             update.append("review_reason")
+            if event.amount_minor is not None:
+                # What the provider counts as paid is what the reviewer checks first; the
+                # review list shows only the reason, so it goes there, and on the order.
+                order.paid_minor = event.amount_minor
+                currency = event.currency or order.currency
+                order.review_reason += (
+                    f"; {event.provider.value} counts "
+                    f"{format_decimal(event.amount_minor, currency)} {currency} paid"
+                )
+                update.append("paid_minor")
+            if not order.payment_ref:
+                # The money under review is on the order's own checkout (a late BTCPay
+                # payment): if a human issues, a later refund of it must still revoke.
+                order.payment_ref = event.payment_ref or event.provider_ref
+                update.append("payment_ref")
         if isinstance(event, PaymentFailed):
             order.notes = "; ".join(filter(None, [order.notes, f"failed: {event.reason}"]))
             update.append("notes")
@@ -264,6 +293,15 @@ class Applier:
                     .using_db(conn)
                     .update(status=LicenseStatus.ACTIVE, revoked_at=None, revoke_reason=None)
                 )
+        if previous == OrderStatus.NEEDS_REVIEW:
+            # The provider reports the decision a human was asked to make (the seller marked
+            # the BTCPay invoice settled, or invalid, after checking it): the order's parked
+            # events leave the review list, as after `review resolve`.
+            await (
+                InboxEvent.filter(order_id=order.id, outcome=InboxOutcome.PARKED)
+                .using_db(conn)
+                .update(outcome=InboxOutcome.NOOP, handled_at=now)
+            )
         log.info(
             "order %s: %s -> %s",
             order.id,

@@ -14,7 +14,6 @@ Every POST is rate limited per IP and per key (the shared limiter) and body-capp
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import license_seats, metrics
+from gateway import json_text, license_seats, metrics
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.guards import client_ip
 from gateway.license_seats import LicenseRevoked, LicenseView, Seat, SeatLimitReached
@@ -54,7 +53,7 @@ def signer(request: Request) -> Signer:
 async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        data = json.loads(raw)
+        data = json_text.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         raise InvalidRequest("body: must be a JSON object", field="body") from None
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ from tortoise.expressions import Q
 
 from config.catalog import Catalog, Product
 from config.settings import Settings
+from gateway import json_text
 from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.guards import EMAIL_MAX_CHARS, check_form_origin, check_length, client_ip
 from gateway.models import Order, OrderStatus
@@ -91,7 +92,7 @@ async def _read_email(request: Request) -> str:
         raw = form.get("email")
     else:
         try:
-            data = json.loads(await request.body() or b"null")
+            data = json_text.loads(await request.body() or b"null")
         except ValueError as exc:
             raise InvalidRequest("body must be JSON or a form", field="body") from exc
         raw = data.get("email") if isinstance(data, dict) else None

@@ -4,8 +4,9 @@ A paid order whose webhook was lost (BTCPay's retry queue dies with a restart, S
 up after three days, a mis-pointed endpoint, legacy BTCPay never notifies a late payment)
 would otherwise stay `created` forever. Each pass:
 
-    candidates  created/pending orders older than `reconcile_after_minutes`, failed ones
-                within the horizon (late crypto payments), and any order whose `recheck_at`
+    candidates  created/pending orders older than `reconcile_after_minutes`, failed and
+                needs_review BTCPay ones within the horizon (late crypto payments, a seller's
+                decision in BTCPay), and any order whose `recheck_at`
                 is due (flagged by a webhook the provider could not back yet)
     claim       one conditional UPDATE per order (`recheck_at` pushed one lease ahead where
                 it is NULL or due): of several processes on one database exactly one wins
@@ -15,7 +16,8 @@ would otherwise stay `created` forever. Each pass:
                 same fact, if it comes after all, finds the order moved and changes nothing)
     reschedule  unchanged answers back off with the order's age; a provider outage stops
                 that provider's pass and backs off exponentially
-    horizon     created/pending orders older than the horizon end failed, with the reason
+    horizon     created/pending orders older than the horizon end failed, with the reason,
+                unless the provider's answer was "payment in progress"
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gateway.apply import Applier, Result
 from gateway.models import Order, OrderStatus
 from providers.base import PaymentProvider
 from providers.errors import ProviderRejected, ProviderUnavailable
-from providers.events import Ignored, PaymentFailed, ProviderName
+from providers.events import Ignored, PaymentFailed, PaymentPending, ProviderName
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +165,13 @@ class Reconciler:
         stuck_before = now - timedelta(minutes=self.settings.reconcile_after_minutes)
         due = Q(recheck_at__isnull=True) | Q(recheck_at__lte=now)
         open_and_old = Q(status__in=_OPEN, created_at__lte=stuck_before)
-        # Late crypto money (legacy BTCPay never notifies it; instant payments race PaidLate).
+        # Late crypto money (legacy BTCPay never notifies it; instant payments race PaidLate),
+        # and orders waiting for a human, who may decide in BTCPay itself (marking the invoice
+        # settled) with a webhook that can be lost like any other.
         failed_recently = Q(
-            status=OrderStatus.FAILED, created_at__gte=horizon_start, provider__in=_LATE_PAYMENTS
+            status__in=[OrderStatus.FAILED, OrderStatus.NEEDS_REVIEW],
+            created_at__gte=horizon_start,
+            provider__in=_LATE_PAYMENTS,
         )
         flagged = Q(status__in=[*_OPEN, OrderStatus.FAILED], recheck_at__lte=now)
         return (
@@ -219,8 +225,14 @@ class Reconciler:
             if result.license_issued:
                 metrics.LICENSES_ISSUED.labels("reconcile").inc()
         fresh = await Order.get(id=order.id)
-        if fresh.status in _OPEN and order.created_at < now - timedelta(
-            hours=self.conf.horizon_hours
+        # The provider says money is on its way (an unconfirmed bitcoin payment, a bank debit
+        # in flight): failing the order for its age would fail a paid order, so it is asked
+        # again until the payment settles or fails.
+        paying = isinstance(event, PaymentPending)
+        if (
+            fresh.status in _OPEN
+            and not paying
+            and order.created_at < now - timedelta(hours=self.conf.horizon_hours)
         ):
             await self._expire(fresh, report)
             return

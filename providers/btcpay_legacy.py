@@ -203,6 +203,7 @@ class BTCPayLegacyProvider:
                 payment_ref=invoice_id,
                 dedupe_key=f"{invoice_id}:invalid:reversed",
                 reason="manually marked invalid in BTCPay",
+                settled_only=True,
             )
             return [event, withdrawn]
         return [event]
@@ -267,7 +268,12 @@ class BTCPayLegacyProvider:
             return PaymentFailed(**common, dedupe_key=f"{invoice_id}:expired", reason=reason)
         if status == "invalid":
             reason = "manually marked invalid" if exception == "marked" else "invalid"
-            return PaymentFailed(**common, dedupe_key=f"{invoice_id}:invalid", reason=reason)
+            return PaymentFailed(
+                **common,
+                dedupe_key=f"{invoice_id}:invalid",
+                reason=reason,
+                by_seller=exception == "marked",
+            )
         return Ignored(
             provider=self.name, reason=f"unknown legacy status {status!r}", provider_ref=invoice_id
         )

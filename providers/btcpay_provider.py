@@ -235,6 +235,7 @@ class BTCPayProvider:
                 **common,
                 dedupe_key=f"{invoice_id}:{event_type}",
                 reason=failure_reason(status, extra),
+                by_seller=status == "Invalid" and extra == "Marked",
             )
             if status == "Invalid" and extra == "Marked":
                 # Marking works on a Settled invoice too: the merchant withdrew the
@@ -244,6 +245,7 @@ class BTCPayProvider:
                     payment_ref=invoice_id,
                     dedupe_key=f"{invoice_id}:InvoiceInvalid:reversed",
                     reason="manually marked invalid in BTCPay",
+                    settled_only=True,
                 )
                 return [failed, reversed_]
             return [failed]
@@ -378,6 +380,7 @@ class BTCPayProvider:
                 **common,
                 dedupe_key=f"{provider_ref}:{event_type}",
                 reason=failure_reason(status, extra),
+                by_seller=status == "Invalid" and extra == "Marked",
             )
         if status == "Processing":
             return PaymentPending(

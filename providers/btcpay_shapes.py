@@ -37,8 +37,14 @@ class _Shape(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+# Ids that become part of a dedupe key (a payment's txid-vout or Lightning hash, a refund's
+# pull payment id): printable only, since PostgreSQL refuses NUL in text and answering 503
+# would have BTCPay redeliver the event for days.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
 class WebhookPayment(_Shape):
-    id: str = Field(min_length=1, max_length=128)
+    id: str = Field(min_length=1, max_length=128, pattern=_PRINTABLE)
     status: str | None = Field(default=None, max_length=32)
 
 
@@ -50,7 +56,7 @@ class WebhookBody(_Shape):
     afterExpiration: bool | None = None
     manuallyMarked: bool | None = None
     payment: WebhookPayment | None = None
-    pullPaymentId: str | None = Field(default=None, max_length=200)
+    pullPaymentId: str | None = Field(default=None, max_length=200, pattern=_PRINTABLE)
 
 
 class _IpnData(_Shape):

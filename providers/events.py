@@ -58,6 +58,9 @@ class PaymentFailed(_Event):
     """Will not be paid as it stands: expired, invalid, declined."""
 
     reason: str
+    # The seller's own decision at the provider (BTCPay "marked invalid"), so it also ends
+    # a needs_review order, which an expiry or a decline never does.
+    by_seller: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +68,10 @@ class PaymentReversed(_Event):
     """Money taken back after settlement: refund or dispute. Revokes the license."""
 
     reason: str
+    # A withdrawn settlement (BTCPay "marked invalid"), not money going back: it reverses
+    # only an order that settled. The same marking on an unpaid invoice is just a failure,
+    # which the provider reports alongside, so the order must end `failed`, not `reversed`.
+    settled_only: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,9 +19,13 @@ from providers.errors import WebhookPayloadError
 # Stripe object ids: a lower-case prefix, `_`, then letters, digits and `_` (cs_test_a1B2…).
 # Checked before an id goes into an API path, so it can never name another resource.
 STRIPE_ID_RE = re.compile(r"[a-z]{2,8}_[A-Za-z0-9_]{1,200}")
-StripeId = Annotated[str, StringConstraints(pattern=STRIPE_ID_RE.pattern, max_length=255)]
+# Anchored: pydantic's `pattern` is a search, so unanchored it let "cs_x\x00" or "../cs_x"
+# through (a NUL that PostgreSQL refuses with an error Stripe would retry for days).
+StripeId = Annotated[str, StringConstraints(pattern=f"^{STRIPE_ID_RE.pattern}$", max_length=255)]
 EventId = Annotated[str, StringConstraints(pattern=r"^evt_[A-Za-z0-9_]{1,200}$")]
-Text = Annotated[str, StringConstraints(max_length=255)]
+# Short printable text (statuses, reasons): a dispute reason becomes a license's revoke
+# reason, and PostgreSQL refuses NUL in text.
+Text = Annotated[str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 def is_stripe_id(value: object, prefix: str | None = None) -> bool:

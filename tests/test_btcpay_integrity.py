@@ -9,16 +9,20 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import License, LicenseStatus, Order, OrderStatus
+from gateway.reconciler import PassReport, Reconciler
+from gateway.state import AppState
 from providers.btcpay_provider import BTCPayProvider
 from sandbox.btcpay_harness import BTCPayGreenfieldHarness
 from sandbox.btcpay_payloads import Delivery
@@ -29,10 +33,19 @@ from tests.conftest import running
 class Shop:
     """The gateway app with the Greenfield provider, and the fake BTCPay behind it."""
 
-    def __init__(self, harness: BTCPayGreenfieldHarness, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, harness: BTCPayGreenfieldHarness, client: httpx.AsyncClient, app: Starlette
+    ) -> None:
         self.harness = harness
         self.fake: FakeBTCPay = harness.fake
         self.client = client
+        self.app = app
+
+    async def reconcile(self, age: timedelta = timedelta(hours=1)) -> PassReport:
+        """One reconciler pass now, over every order (as if all were `age` old and due)."""
+        await Order.all().update(created_at=datetime.now(UTC) - age, recheck_at=None)
+        state: AppState = self.app.state.gateway
+        return await Reconciler(state.settings, state.providers, state.applier).run_once()
 
     async def buy(self, product: str = "pro", **headers: str) -> tuple[str, str]:
         resp = await self.client.post(
@@ -94,7 +107,7 @@ def open_shop(
                 run_migrations=False,
             )
             async with running(app) as client:
-                yield Shop(harness, client)
+                yield Shop(harness, client, app)
         finally:
             await harness.aclose()
 
@@ -222,6 +235,69 @@ async def test_refund_or_marked_invalid_after_settlement_revokes_the_license(
         assert license_.status == LicenseStatus.REVOKED
 
 
+async def test_unpaid_invoice_marked_invalid_fails_the_order_and_is_not_a_reversal(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop() as shop:
+        order_id, invoice_id = await shop.buy()
+        # when the seller marks the unpaid invoice invalid (BTCPay sends one InvoiceInvalid,
+        # which stands for a failure and, on a settled invoice, a withdrawn settlement)
+        [answer] = await shop.deliver(shop.fake.mark_invalid(invoice_id))
+        # then the order failed: nothing was settled, so nothing was reversed
+        assert [e["result"] for e in answer.json()["events"]] == ["applied", "noop"]
+        order = await _order(order_id)
+        assert order.status == OrderStatus.FAILED
+        assert await _licenses(order_id) == []
+        # and a later settlement of the marked invoice cannot find it reversed either
+        await shop.deliver(shop.fake.mark_settled(invoice_id))
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
+        assert len(await _licenses(order_id)) == 1
+
+
+@pytest.mark.parametrize("withdraw", [FakeBTCPay.refund, FakeBTCPay.mark_invalid])
+async def test_late_payment_issued_after_review_is_still_revoked_by_a_refund(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+    withdraw: Callable[[FakeBTCPay, str], list[Delivery]],
+) -> None:
+    async with open_shop(late_payment="review") as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id))
+        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        # given the operator issued the license after checking the late payment
+        state: AppState = shop.app.state.gateway
+        assert (await state.applier.resolve_review(order_id, issue=True)).license_issued
+        # when the seller then refunds the invoice (or withdraws it by marking it invalid)
+        [answer] = await shop.deliver(withdraw(shop.fake, invoice_id))
+        # then the reversal names the payment the license was issued for, and revokes it
+        assert "parked" not in [e["result"] for e in answer.json()["events"]]
+        assert (await _order(order_id)).status == OrderStatus.REVERSED
+        [license_] = await _licenses(order_id)
+        assert license_.status == LicenseStatus.REVOKED
+
+
+@pytest.mark.parametrize("lost_webhook", [False, True], ids=["webhook", "reconciler"])
+async def test_needs_review_order_marked_invalid_by_the_seller_ends_failed(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]], lost_webhook: bool
+) -> None:
+    async with open_shop(late_payment="review") as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id))
+        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        # when the seller checks the late payment and says no by marking the invoice invalid
+        marked = shop.fake.mark_invalid(invoice_id)
+        if lost_webhook:
+            await shop.reconcile()
+        else:
+            await shop.deliver(marked)
+        # then that decision ends the review: failed, with the reason, and nothing issued
+        order = await _order(order_id)
+        assert order.status == OrderStatus.FAILED
+        assert "manually marked invalid" in order.notes
+        assert await _licenses(order_id) == []
+
+
 # -- item 11: the instant late payment race -------------------------------------------------
 
 
@@ -241,6 +317,83 @@ async def test_instant_late_payment_seen_before_paid_late_still_settles(
         # when InvoicePaidAfterExpiration follows, the order settles
         await shop.deliver([paid_late])
         assert (await _order(order_id)).status == OrderStatus.SETTLED
+        assert len(await _licenses(order_id)) == 1
+
+
+# -- items 7, 10, 11 through the reconciler: the BTCPay answers it must act on ------------
+
+
+async def test_reconciler_settles_a_late_payment_once_its_payments_settle_never_before(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop() as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        # given a full late payment, still unconfirmed, whose webhooks were all lost
+        shop.fake.pay_late_unconfirmed(invoice_id)
+        # when the reconciler asks BTCPay: PaidLate counts unconfirmed money, so it waits
+        await shop.reconcile()
+        order = await _order(order_id)
+        assert order.status == OrderStatus.FAILED
+        assert order.recheck_at is not None
+        assert await _licenses(order_id) == []
+        # then once the payment confirms (its webhooks lost too), the next pass settles
+        shop.fake.confirm(invoice_id)
+        report = await shop.reconcile()
+        assert report.changed == [order_id]
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
+        # and a pass after that, or the webhook arriving after all, issues nothing more
+        await shop.reconcile()
+        await shop.deliver(shop.fake.confirm(invoice_id))
+        assert len(await _licenses(order_id)) == 1
+
+
+async def test_reconciler_never_fails_an_order_past_the_horizon_while_its_payment_confirms(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop() as shop:
+        order_id, invoice_id = await shop.buy()
+        # given a full payment BTCPay still counts as unconfirmed (a low-fee transaction),
+        # whose webhooks were lost, on an order older than the reconcile horizon
+        shop.fake.receive_full_payment(invoice_id)
+        state: AppState = shop.app.state.gateway
+        old = timedelta(hours=state.settings.reconcile.horizon_hours + 1)
+        # when the reconciler passes, then the paid order is not failed for its age
+        report = await shop.reconcile(age=old)
+        assert report.expired == []
+        assert (await _order(order_id)).status == OrderStatus.PENDING
+        # and once the payment confirms (that webhook lost too), a pass settles it
+        shop.fake.confirm(invoice_id)
+        await shop.reconcile(age=old)
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
+        assert len(await _licenses(order_id)) == 1
+
+
+async def test_reconciler_finds_the_seller_marking_a_needs_review_order_settled(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+) -> None:
+    async with open_shop(late_payment="review") as shop:
+        order_id, invoice_id = await shop.buy()
+        await shop.deliver(shop.fake.expire(invoice_id))
+        await shop.deliver(shop.fake.pay_after_expiry(invoice_id, confirmed=False))
+        order = await _order(order_id)
+        assert order.status == OrderStatus.NEEDS_REVIEW
+        # and the reviewer is told what BTCPay counts as paid (README, Late payments)
+        assert order.paid_minor == order.amount_minor
+        assert order.review_reason is not None
+        assert order.review_reason.endswith("; btcpay counts 9.99 USD paid")
+        # the payment confirming is not the seller's decision: still for review
+        await shop.deliver(shop.fake.confirm(invoice_id))
+        await shop.reconcile()
+        assert (await _order(order_id)).status == OrderStatus.NEEDS_REVIEW
+        assert await _licenses(order_id) == []
+        # given the seller checked the payment and marked the invoice settled in BTCPay,
+        # and that webhook was lost
+        shop.fake.mark_settled(invoice_id)
+        # when the reconciler passes, then the order settles with one license
+        await shop.reconcile()
+        assert (await _order(order_id)).status == OrderStatus.SETTLED
+        await shop.reconcile()
         assert len(await _licenses(order_id)) == 1
 
 
@@ -318,6 +471,27 @@ async def test_signed_payloads_of_the_wrong_shape_are_4xx(
     open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]], payload: Any
 ) -> None:
     async with open_shop() as shop:
+        resp = await shop.signed(payload)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"] == "bad_payload"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field"),
+    [("InvoiceRefund", "pullPaymentId"), ("InvoiceReceivedPayment", "payment")],
+)
+async def test_signed_event_ids_with_a_nul_byte_are_4xx_not_a_database_error(
+    open_shop: Callable[..., contextlib.AbstractAsyncContextManager[Shop]],
+    event_type: str,
+    field: str,
+) -> None:
+    # Both ids become part of the inbox's dedupe key: PostgreSQL refuses NUL in text, and
+    # the 503 that followed made BTCPay redeliver it for days (issue 9 items 14 and 17).
+    async with open_shop() as shop:
+        _, invoice_id = await shop.buy()
+        shop.fake.receive_full_payment(invoice_id)
+        value: Any = "pp_\x00x" if field == "pullPaymentId" else {"id": "tx\x00-0"}
+        payload = {"type": event_type, "invoiceId": invoice_id, field: value}
         resp = await shop.signed(payload)
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"] == "bad_payload"

@@ -11,14 +11,18 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.models import License, LicenseStatus, Order, OrderStatus
+from gateway.reconciler import Reconciler
+from gateway.state import AppState
 from providers.btcpay_legacy import BTCPayLegacyProvider
 from sandbox.btcpay_harness import BTCPayLegacyHarness
 from sandbox.btcpay_server import FakeBTCPay
@@ -31,11 +35,19 @@ class LegacyShop:
         harness: BTCPayLegacyHarness,
         provider: BTCPayLegacyProvider,
         client: httpx.AsyncClient,
+        app: Starlette,
     ) -> None:
         self.harness = harness
         self.fake: FakeBTCPay = harness.fake
         self.provider = provider
         self.client = client
+        self.app = app
+
+    async def reconcile(self) -> None:
+        """One reconciler pass now, over every order (as if all were old enough and due)."""
+        await Order.all().update(created_at=datetime.now(UTC) - timedelta(hours=1), recheck_at=None)
+        state: AppState = self.app.state.gateway
+        await Reconciler(state.settings, state.providers, state.applier).run_once()
 
     async def buy(self) -> tuple[str, str]:
         resp = await self.client.post("/checkout/btcpay/pro", json={"email": "buyer@example.com"})
@@ -67,7 +79,7 @@ async def shop(
             run_migrations=False,
         )
         async with running(app) as client:
-            yield LegacyShop(harness, provider, client)
+            yield LegacyShop(harness, provider, client, app)
     finally:
         await harness.aclose()
 
@@ -84,6 +96,46 @@ async def test_late_payment_is_never_auto_settled_in_legacy_mode(shop: LegacySho
     assert answer.status_code == 200, answer.text
     order = await Order.get(id=order_id)
     assert order.status == OrderStatus.NEEDS_REVIEW
+    assert await License.filter(order_id=order_id).count() == 0
+
+
+async def test_late_payment_without_any_ipn_is_found_by_the_reconciler_for_review(
+    shop: LegacyShop,
+) -> None:
+    # item 8.12: BTCPay sends no IPN for a payment after expiry, so only a re-check sees it
+    order_id, invoice_id = await shop.buy()
+    shop.fake.expire(invoice_id)
+    await shop.ipn(shop.fake.legacy_ipn(invoice_id))
+    assert (await Order.get(id=order_id)).status == OrderStatus.FAILED
+    shop.fake.pay_after_expiry(invoice_id)
+    # when the reconciler passes, the order waits for a human, visibly, with no license
+    await shop.reconcile()
+    order = await Order.get(id=order_id)
+    assert order.status == OrderStatus.NEEDS_REVIEW
+    answer = await shop.client.get(f"/orders/{order_id}", params={"token": order.status_token})
+    assert answer.json()["status"] == "needs_review"
+    assert await License.filter(order_id=order_id).count() == 0
+    # and when the seller marks it complete after checking (its IPN lost), a pass settles it
+    shop.fake.mark_settled(invoice_id)
+    await shop.reconcile()
+    await shop.reconcile()
+    assert (await Order.get(id=order_id)).status == OrderStatus.SETTLED
+    assert await License.filter(order_id=order_id).count() == 1
+
+
+async def test_late_payment_in_review_marked_invalid_by_the_seller_ends_failed(
+    shop: LegacyShop,
+) -> None:
+    order_id, invoice_id = await shop.buy()
+    shop.fake.expire(invoice_id)
+    shop.fake.pay_after_expiry(invoice_id)
+    await shop.reconcile()
+    assert (await Order.get(id=order_id)).status == OrderStatus.NEEDS_REVIEW
+    # when the seller marks it invalid in BTCPay (a markedInvalid IPN follows)
+    shop.fake.mark_invalid(invoice_id)
+    answer = await shop.ipn(shop.fake.legacy_ipn(invoice_id))
+    assert answer.status_code == 200, answer.text
+    assert (await Order.get(id=order_id)).status == OrderStatus.FAILED
     assert await License.filter(order_id=order_id).count() == 0
 
 
@@ -122,6 +174,17 @@ async def test_marked_invalid_after_settlement_revokes_the_license(shop: LegacyS
     assert (await Order.get(id=order_id)).status == OrderStatus.REVERSED
     [license_] = await License.filter(order_id=order_id)
     assert license_.status == LicenseStatus.REVOKED
+
+
+async def test_unpaid_invoice_marked_invalid_fails_the_order_and_is_not_a_reversal(
+    shop: LegacyShop,
+) -> None:
+    order_id, invoice_id = await shop.buy()
+    shop.fake.mark_invalid(invoice_id)
+    answer = await shop.ipn(shop.fake.legacy_ipn(invoice_id))
+    assert [e["result"] for e in answer.json()["events"]] == ["applied", "noop"]
+    assert (await Order.get(id=order_id)).status == OrderStatus.FAILED
+    assert await License.filter(order_id=order_id).count() == 0
 
 
 async def test_slow_legacy_calls_do_not_starve_the_shared_thread_pool(shop: LegacyShop) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import Route
 
 from config.catalog import Catalog
 from config.settings import Settings
@@ -437,3 +438,18 @@ async def test_license_api_answers_are_counted_by_endpoint_and_status(
     after = (count("validate", "200"), count("activate", "422"), count("activate", "201"))
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
     assert 'gateway_license_api_requests_total{code="201",endpoint="activate"}' in scrape
+
+
+def test_every_route_is_registered_once(
+    settings_factory: Callable[..., Settings], catalog: Catalog
+) -> None:
+    # A route listed twice (a merge kept both copies) hides which one serves and makes the
+    # route-walking tests (the 1 GB POST per route) run twice over the same handler.
+    app = create_app(settings_factory(), catalog=catalog, providers={}, run_migrations=False)
+    routes = Counter(
+        (route.path, method)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in sorted(route.methods or ())
+    )
+    assert [key for key, n in routes.items() if n > 1] == []

@@ -160,3 +160,38 @@ def test_license_issued_after_review_is_still_revoked_by_a_refund_of_that_paymen
             return (await License.get(order_id=order_id)).status.value
 
     assert asyncio.run(refund()) == "revoked"
+
+
+def test_needs_review_order_settled_by_its_provider_issues_once_and_leaves_the_review_list(
+    db_url: str,
+    settings_factory: SettingsFactory,
+    catalog: Catalog,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given an underpaid order in needs_review, with its parked settlement on the list
+    order_id = _needs_review_order(db_url, settings_factory, catalog)
+
+    async def settle_at_provider() -> list[str]:
+        app, fake = fake_gateway(db_url, settings_factory, catalog)
+        async with running(app) as client:
+            order = await Order.get(id=order_id)
+            # when the seller marks it settled at the provider after checking (a new fact,
+            # a new event id), and the provider delivers that twice
+            full = event(order, dedupe_key=f"evt_marked_{order.id}", notes=["manually marked"])
+            first = await deliver(client, fake, full)
+            again = await deliver(client, fake, full)
+            return [first.json()["events"][0]["result"], again.json()["events"][0]["result"]]
+
+    assert asyncio.run(settle_at_provider()) == ["applied", "duplicate"]
+
+    # then one license and one email, as for any settlement
+    after = _order_json(db_url, settings_factory, catalog, order_id)
+    assert after["status"] == "settled"
+    assert (after["_licenses"], after["_emails"]) == (1, 1)
+    # and the decision is made: nothing of this order is left to review, nor to resolve
+    capsys.readouterr()
+    assert main(["review", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["review", "resolve", order_id, "--issue"]) == 1
+    assert _order_json(db_url, settings_factory, catalog, order_id)["_licenses"] == 1

@@ -26,6 +26,7 @@ from providers.errors import ProviderRejected
 from sandbox.provider import FakeProvider
 from tests.conftest import running
 from tests.helpers_issuer import deliver, fake_gateway, new_order
+from tests.helpers_license import new_license
 from tests.test_two_processes import WEBHOOK_SECRET, _session_event, _signed
 
 SettingsFactory = Callable[..., Settings]
@@ -313,3 +314,39 @@ async def test_signed_stripe_session_with_a_foreign_reference_is_200_never_5xx(
         # then it is answered 2xx and nothing is issued for our order
         assert resp.status_code == 200, resp.text
         assert (await Order.get(id=order.id)).status == "created"
+
+
+# A JSON `\ud800` escape is valid JSON syntax but decodes to a lone surrogate, which no
+# database driver can encode: it must be a 4xx at the door, never a 500 or a 503.
+LONE_SURROGATE_BODIES = [
+    '{"key": "KEY", "fingerprint": "\\ud800"}',
+    '{"key": "KEY", "fingerprint": "pc-1", "label": "\\udfff"}',
+    '{"key": "\\ud800"}',
+    '{"email": "a\\ud800@example.com"}',
+]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/licenses/validate",
+        "/licenses/activate",
+        "/licenses/deactivate",
+        "/licenses/token",
+        "/checkout/stripe/pro",
+        "/licenses/recover",
+    ],
+)
+async def test_json_with_a_lone_surrogate_is_400_on_every_json_route(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, path: str
+) -> None:
+    app, _ = fake_gateway(db_url, settings_factory, catalog)
+    async with running(app) as client:
+        license_ = await new_license(catalog)
+        for body in LONE_SURROGATE_BODIES:
+            answer = await client.post(
+                path,
+                content=body.replace("KEY", license_.key).encode(),
+                headers={"content-type": "application/json"},
+            )
+            assert answer.status_code in (400, 404, 422), (body, answer.text)

@@ -246,3 +246,47 @@ async def test_status_page_for_a_foreign_order_id_is_404_not_a_database_error(
 
         assert resp.status_code == 404, resp.text
         assert resp.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"id": "SESSION\u0000"}, {"id": "../SESSION"}, {"id": "SESSION/../../v1/charges"}],
+    ids=["session-id-nul", "session-id-path-before", "session-id-path-after"],
+)
+async def test_signed_session_for_our_order_with_an_odd_id_is_4xx_never_5xx(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, change: dict[str, str]
+) -> None:
+    # Stripe ids must have Stripe's shape in full, not merely contain it: a NUL byte reached
+    # PostgreSQL (503, retried by Stripe for days), and a path was stored as a session id.
+    fake = FakeStripe()
+    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+        order = await checkout(client)
+        assert order.provider_ref is not None
+        event = json.loads(fake.complete_session(order.provider_ref).body)
+        for key, value in change.items():
+            event["data"]["object"][key] = value.replace("SESSION", order.provider_ref)
+        body, headers = _signed(fake, event)
+
+        resp = await client.post("/webhooks/stripe", content=body, headers=headers)
+
+        assert resp.status_code == 400, resp.text
+        assert (await Order.get(id=order.id)).status == OrderStatus.CREATED
+        assert await InboxEvent.all().count() == 0
+
+
+async def test_signed_dispute_with_a_nul_in_its_reason_is_4xx_and_revokes_nothing(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    # The dispute reason becomes the license's revoke reason: with a NUL byte PostgreSQL
+    # refused it, and the 503 had Stripe retry the event for days.
+    fake = FakeStripe()
+    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+        order = await checkout(client)
+        assert order.provider_ref is not None
+        await deliver(client, fake.complete_session(order.provider_ref))
+
+        signed = fake.dispute(order.provider_ref, reason="fraudulent\u0000")
+        resp = await client.post("/webhooks/stripe", content=signed.body, headers=signed.headers)
+
+        assert resp.status_code == 400, resp.text
+        assert await license_status(order.id) == LicenseStatus.ACTIVE
