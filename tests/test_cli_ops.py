@@ -356,14 +356,15 @@ def test_reconcile_settles_a_stuck_order_and_exits_1_while_stripe_is_down(
 
     from sandbox.btcpay_server import FakeServerThread
     from sandbox.stripe_api import FakeStripe
+    from tests.helpers_stripe import stripe_gateway
     from tests.procs import free_port
-    from tests.test_reconciler import paid_without_webhook, stripe_app
+    from tests.test_reconciler import paid_without_webhook
 
     # given a Stripe order paid at (fake) Stripe an hour ago whose webhook never arrived
     fake = FakeStripe()
 
     async def seed() -> str:
-        async with stripe_app(fake, env["GATEWAY_DATABASE_URL"], settings_factory, catalog) as (
+        async with stripe_gateway(fake, env["GATEWAY_DATABASE_URL"], settings_factory, catalog) as (
             client,
             _,
         ):

@@ -259,7 +259,7 @@ async def test_signed_session_for_our_order_with_an_odd_id_is_4xx_never_5xx(
     # Stripe ids must have Stripe's shape in full, not merely contain it: a NUL byte reached
     # PostgreSQL (503, retried by Stripe for days), and a path was stored as a session id.
     fake = FakeStripe()
-    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, _):
         order = await checkout(client)
         assert order.provider_ref is not None
         event = json.loads(fake.complete_session(order.provider_ref).body)
@@ -280,7 +280,7 @@ async def test_signed_dispute_with_a_nul_in_its_reason_is_4xx_and_revokes_nothin
     # The dispute reason becomes the license's revoke reason: with a NUL byte PostgreSQL
     # refused it, and the 503 had Stripe retry the event for days.
     fake = FakeStripe()
-    async with gateway(fake, db_url, settings_factory, catalog) as (client, _):
+    async with stripe_gateway(fake, db_url, settings_factory, catalog) as (client, _):
         order = await checkout(client)
         assert order.provider_ref is not None
         await deliver(client, fake.complete_session(order.provider_ref))
