@@ -27,7 +27,13 @@ class ScopedCORSMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(CORS_PREFIXES):
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(CORS_PREFIXES)
+            # Only a cross-origin browser request names an Origin; everything else (the
+            # hot same-origin and server-to-server calls) skips the CORS machinery.
+            and any(name == b"origin" for name, _ in scope["headers"])
+        ):
             await self.cors(scope, receive, send)
             return
         await self.app(scope, receive, send)

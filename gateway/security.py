@@ -46,12 +46,17 @@ def content_security_policy(settings: Settings) -> str:
     )
 
 
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_NO_REFERRER = (b"referrer-policy", b"no-referrer")
+
+
 class SecurityHeadersMiddleware:
     """Adds the security headers to every HTTP answer (CSP only to HTML answers)."""
 
     def __init__(self, app: ASGIApp, *, csp: str) -> None:
         self.app = app
         self.csp = csp.encode()
+        self.html_headers = [(b"content-security-policy", self.csp), (b"x-frame-options", b"DENY")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,18 +65,22 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                content_type = next(
-                    (value for name, value in headers if name.lower() == b"content-type"), b""
-                )
-                extra = [(b"x-content-type-options", b"nosniff")]
-                if b"referrer-policy" not in present:
-                    extra.append((b"referrer-policy", b"no-referrer"))
-                if content_type.lower().startswith(b"text/html"):
-                    extra.append((b"content-security-policy", self.csp))
-                    extra.append((b"x-frame-options", b"DENY"))
-                message = {**message, "headers": headers + extra}
+                # One pass over the answer's headers: this runs on every request, the hot
+                # /purchase-options and /licenses/validate included.
+                headers = list(message.get("headers", ()))
+                html = has_referrer_policy = False
+                for name, value in headers:
+                    lowered = name.lower()
+                    if lowered == b"content-type":
+                        html = value[:9].lower() == b"text/html"
+                    elif lowered == b"referrer-policy":
+                        has_referrer_policy = True
+                headers.append(_NOSNIFF)
+                if not has_referrer_policy:
+                    headers.append(_NO_REFERRER)
+                if html:
+                    headers += self.html_headers
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
