@@ -43,7 +43,7 @@ from tests import dbutil  # noqa: E402
 
 ORDER_COLS = (
     "id, product_id, amount_minor, currency, provider, buyer_email, status, status_token, "
-    "notes, created_at, updated_at"
+    "notes, recheck_failures, created_at, updated_at"
 )
 LICENSE_COLS = (
     "key, order_id, product_id, tier, addons, seat_limit, buyer_email, status, created_at"
@@ -96,12 +96,14 @@ class Db:
             return await cur.fetchone()
 
     async def fill(self, conn: Any, prefix: str, count: int, status: str, license: bool) -> None:
-        """`count` orders `<prefix><i>` (and a license each if `license`), in bulk SQL."""
+        """`count` orders `<prefix><i, 12 digits>` (and a license each if `license`), in bulk
+        SQL; `prefix` is `order_prefix(...)`, so every id has our shape."""
         now = self.now()
         if self.pg:
             series = "generate_series(1, $2::int) AS s(i)"
             args: tuple[Any, ...] = (prefix, count, status, now)
             p, st, ts = "$1::text", "$3::text", "$4::timestamptz"
+            num = "right('000000000000' || s.i, 12)"
         else:
             series = (
                 "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?) "
@@ -109,22 +111,28 @@ class Db:
             )
             args = (prefix, count, status, now)
             p, st, ts = "?1", "?3", "?4"
+            num = "substr('000000000000' || s.i, -12)"
             series = series.replace("?", "?2")
         await self.execute(
             conn,
-            f"INSERT INTO orders ({ORDER_COLS}) SELECT {p} || s.i, 'pro', 999, 'USD', 'stripe', "
-            f"'buyer@example.com', {st}, 'token', '', {ts}, {ts} FROM {series}",
+            f"INSERT INTO orders ({ORDER_COLS}) SELECT {p} || {num}, 'pro', 999, 'USD', 'stripe', "
+            f"'buyer@example.com', {st}, 'token', '', 0, {ts}, {ts} FROM {series}",
             *args,
         )
         if license:
             await self.execute(
                 conn,
-                f"INSERT INTO licenses ({LICENSE_COLS}) SELECT 'K' || {p} || s.i, {p} || s.i, "
+                f"INSERT INTO licenses ({LICENSE_COLS}) SELECT 'K' || {p} || {num}, {p} || {num}, "
                 f"'pro', 'pro', '[\"advanced-models\"]', 3, 'buyer@example.com', 'active', "
                 # `{st} IS NOT NULL` only keeps the parameter list identical to the orders insert.
                 f"{ts} FROM {series} WHERE {st} IS NOT NULL",
                 *args,
             )
+
+
+def order_prefix(code: str, size: int) -> str:
+    """`ord_` + 8 hex digits naming the run: with a 12-digit index, our order id shape."""
+    return f"ord_{code}{size:07x}"
 
 
 async def raw_settle(db: Db, conn: Any, order_id: str, body: bytes) -> None:
@@ -193,10 +201,13 @@ async def run(url: str, ops: int, sizes: list[int], warmup: int) -> list[tuple[i
         conn = await db.connect()
         try:
             if size > filled:
-                await db.fill(conn, f"fill{size}_", size - filled, "settled", license=True)
+                await db.fill(conn, order_prefix("f", size), size - filled, "settled", license=True)
                 filled = size
             for mode in ("raw", "ours"):
-                await db.fill(conn, f"{mode}{size}_", ops + warmup, "created", license=False)
+                code = "a" if mode == "raw" else "b"
+                await db.fill(
+                    conn, order_prefix(code, size), ops + warmup, "created", license=False
+                )
         finally:
             await conn.close()
 
@@ -204,7 +215,7 @@ async def run(url: str, ops: int, sizes: list[int], warmup: int) -> list[tuple[i
         try:
 
             async def raw_op(i: int, conn: Any = conn, size: int = size) -> None:
-                order_id = f"raw{size}_{i + 1}"
+                order_id = f"{order_prefix('a', size)}{i + 1:012d}"
                 await raw_settle(db, conn, order_id, webhook_body(order_id))
 
             for i in range(warmup):
@@ -217,7 +228,7 @@ async def run(url: str, ops: int, sizes: list[int], warmup: int) -> list[tuple[i
         try:
 
             async def our_op(i: int, size: int = size) -> None:
-                body = webhook_body(f"ours{size}_{i + 1}")
+                body = webhook_body(f"{order_prefix('b', size)}{i + 1:012d}")
                 (event,) = await fake.parse_webhook(body, fake.sign(body))
                 assert isinstance(event, PaymentSettled)
                 result = await applier.apply(event, body)
