@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from starlette.applications import Starlette  # noqa: E402
 
-from bench.loadgen import best_of, free_port, start_server, stop_server, wait_ready  # noqa: E402
+from bench.loadgen import bench_database, best_of, free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 FINGERPRINT = "bench-machine-1"
 # A budget nothing in the bench reaches: the limiter still counts every hit (two per request),
@@ -184,27 +183,15 @@ async def bench(
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    from tests import dbutil
-
-    pg_name = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.db == "postgres":
-            pg_name = await dbutil.create_pg_database()
-            database_url = dbutil.pg_url(pg_name)
-        else:
-            database_url = f"sqlite://{tmp}/bench.sqlite3"
-        try:
-            key = await prepare(database_url, tmp, args.licenses)
-            # as a buyer pastes it: lower case, spaces for dashes
-            body = json.dumps(
-                {"key": key.lower().replace("-", " "), "fingerprint": FINGERPRINT}
-            ).encode()
-            bare = await bench("bare", args, database_url, tmp, body)
-            bare_db = await bench("bare-db", args, database_url, tmp, body)
-            ours = await bench("ours", args, database_url, tmp, body)
-        finally:
-            if pg_name is not None:
-                await dbutil.drop_pg_database(pg_name)
+    async with bench_database(args.db) as (database_url, tmp):
+        key = await prepare(database_url, tmp, args.licenses)
+        # as a buyer pastes it: lower case, spaces for dashes
+        body = json.dumps(
+            {"key": key.lower().replace("-", " "), "fingerprint": FINGERPRINT}
+        ).encode()
+        bare = await bench("bare", args, database_url, tmp, body)
+        bare_db = await bench("bare-db", args, database_url, tmp, body)
+        ours = await bench("ours", args, database_url, tmp, body)
     print(
         f"db={args.db} licenses={args.licenses} requests={args.requests} "
         f"concurrency={args.concurrency} best of {args.rounds}"

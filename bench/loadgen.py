@@ -7,12 +7,14 @@ the server's speed, which would make both apps look equally fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -134,3 +136,20 @@ async def best_of(
     for _ in range(rounds):
         best = max(best, await load(url, requests, concurrency, body=body, expect=expect))
     return best
+
+
+@contextlib.asynccontextmanager
+async def bench_database(kind: str) -> AsyncIterator[tuple[str, str]]:
+    """(database URL, temp dir): a SQLite file in the dir, or a throwaway PostgreSQL database
+    on the test server (`GATEWAY_TEST_PG_DSN`), dropped afterwards."""
+    from tests import dbutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind != "postgres":
+            yield f"sqlite://{tmp}/bench.sqlite3", tmp
+            return
+        name = await dbutil.create_pg_database()
+        try:
+            yield dbutil.pg_url(name), tmp
+        finally:
+            await dbutil.drop_pg_database(name)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import best_of, free_port, start_server, stop_server, wait_ready  # noqa: E402
+from bench.loadgen import bench_database, best_of, free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 
 def serve(kind: str, port: int, database_url: str) -> None:
@@ -63,21 +62,9 @@ async def bench(kind: str, args: argparse.Namespace, database_url: str) -> float
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    from tests import dbutil
-
-    pg_name = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.db == "postgres":
-            pg_name = await dbutil.create_pg_database()
-            database_url = dbutil.pg_url(pg_name)
-        else:
-            database_url = f"sqlite://{tmp}/bench.sqlite3"
-        try:
-            bare = await bench("bare", args, database_url)
-            ours = await bench("ours", args, database_url)
-        finally:
-            if pg_name is not None:
-                await dbutil.drop_pg_database(pg_name)
+    async with bench_database(args.db) as (database_url, _):
+        bare = await bench("bare", args, database_url)
+        ours = await bench("ours", args, database_url)
     print(f"requests={args.requests} concurrency={args.concurrency} best of {args.rounds}")
     print(f"bare starlette     {bare:9.0f} req/s")
     print(f"purchase-options   {ours:9.0f} req/s")
