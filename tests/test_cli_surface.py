@@ -83,7 +83,9 @@ def test_bad_arguments_are_one_clear_line_without_traceback(
     )
 
     assert result.returncode == 2
-    assert message in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert message in line
+    assert line.startswith("checkout-gateway ")
     assert "Traceback" not in result.stderr
 
 

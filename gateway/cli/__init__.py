@@ -36,6 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
+    except click.UsageError as exc:
+        # One line naming the command and what is wrong; `--help` has the rest.
+        where = exc.ctx.command_path if exc.ctx is not None else "checkout-gateway"
+        click.echo(f"{where}: {exc.format_message()} (see --help)", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
