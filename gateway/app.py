@@ -90,14 +90,15 @@ def create_app(
             catalog, public_url=settings.public_url, help_url=settings.license.activation_help_url
         ),
         limiter=RateLimiter(settings.limits, settings.redis_url),
+        # The first signing key is made here if none exists yet.
+        signer=load_signer(
+            settings.license.keys_path(settings.data_dir),
+            issuer=settings.public_url,
+            ttl=timedelta(days=settings.license.token_ttl_days),
+        ),
+        webhook_alarm=SignatureAlarm(settings.webhook_alarm_minutes),
     )
     state.purchase_options = render_purchase_options(settings, catalog, active)
-    # License signing keys: read once (refusing unsafe key files), the first one made here.
-    signer = load_signer(
-        settings.license.keys_path(settings.data_dir),
-        issuer=settings.public_url,
-        ttl=timedelta(days=settings.license.token_ttl_days),
-    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -129,7 +130,6 @@ def create_app(
                     log.warning("reconciler did not stop in time; cancelled")
             if sender is not None:
                 # Stopped before the DB closes; a send in flight gets a moment to finish.
-                stop.set()
                 try:
                     await asyncio.wait_for(sender, timeout=settings.smtp.timeout_seconds)
                 except TimeoutError:
@@ -180,6 +180,4 @@ def create_app(
         routes=routes, lifespan=lifespan, exception_handlers=handlers(), middleware=middleware
     )
     app.state.gateway = state
-    app.state.webhook_alarm = SignatureAlarm(settings.webhook_alarm_minutes)
-    app.state.license_signer = signer
     return app

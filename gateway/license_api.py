@@ -46,8 +46,7 @@ def _state(request: Request) -> AppState:
 
 def signer(request: Request) -> Signer:
     """The signer loaded once at startup (`create_app`)."""
-    value: Signer = request.app.state.license_signer
-    return value
+    return _state(request).signer
 
 
 async def _body(request: Request) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.apply import Applier
 from gateway.guards import RateLimiter
+from gateway.signing import Signer
+from gateway.webhook_alarm import SignatureAlarm
 from providers.base import PaymentProvider
 from providers.events import ProviderName
 
@@ -19,6 +21,10 @@ class AppState:
     providers: dict[ProviderName, PaymentProvider]
     applier: Applier
     limiter: RateLimiter
+    # License token signing keys, read once (refusing unsafe key files).
+    signer: Signer
+    # Raises an alarm when a provider's webhook secret refuses every delivery for a while.
+    webhook_alarm: SignatureAlarm
     # Pre-rendered /purchase-options bodies, one per product: the catalog and the provider
     # set are fixed for the life of the process, so the hot path only writes bytes.
     purchase_options: dict[str, bytes] = field(default_factory=dict)

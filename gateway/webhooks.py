@@ -32,7 +32,7 @@ async def webhook(request: Request) -> Response:
         metrics.WEBHOOKS_REJECTED.labels("unknown", "unknown_provider").inc()
         raise NotFound(f"payment provider {name!r} is not enabled", code="unknown_provider")
     metrics.WEBHOOKS_RECEIVED.labels(name).inc()
-    alarm = request.app.state.webhook_alarm
+    alarm = state.webhook_alarm
     # The exact bytes: signatures are over them, and any re-serialisation breaks them.
     body = await request.body()
     # Unsigned notifications (legacy BTCPay IPN) cost a signed provider call each: drop
