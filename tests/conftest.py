@@ -38,6 +38,25 @@ def pg_database() -> Iterator[str]:
         asyncio.run(dbutil.drop_pg_database(name))
 
 
+@pytest.fixture
+async def shared_pg(settings_factory: Callable[..., Settings]) -> AsyncIterator[str]:
+    """A migrated throwaway PostgreSQL database of its own (for tests that start gateway
+    processes on it), opened in this process too; dropped afterwards."""
+    from gateway import db
+
+    name = await dbutil.create_pg_database()
+    url = dbutil.pg_url(name)
+    try:
+        await db.migrate(url)
+        await db.open_db(settings_factory(database_url=url), run_migrations=False)
+        try:
+            yield url
+        finally:
+            await db.close_db()
+    finally:
+        await dbutil.drop_pg_database(name)
+
+
 @pytest.fixture(params=dbutil.backends())
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database: parametrised over SQLite and PostgreSQL."""

@@ -27,7 +27,6 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway import db
 from gateway.models import Activation
-from tests import dbutil
 from tests.helpers_license import new_license
 from tests.procs import PYTHON, ROOT, Process, clean_env, free_port
 
@@ -72,22 +71,6 @@ class Served:
 
     def logs(self) -> str:
         return "\n".join(p.log() for p in self.procs)
-
-
-@pytest.fixture
-async def shared_pg(settings_factory: Any) -> AsyncIterator[str]:
-    """A migrated throwaway PostgreSQL database, opened in this process too."""
-    name = await dbutil.create_pg_database()
-    url = dbutil.pg_url(name)
-    try:
-        await db.migrate(url)
-        await db.open_db(settings_factory(database_url=url), run_migrations=False)
-        try:
-            yield url
-        finally:
-            await db.close_db()
-    finally:
-        await dbutil.drop_pg_database(name)
 
 
 @pytest.fixture

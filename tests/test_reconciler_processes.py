@@ -26,7 +26,6 @@ from gateway.models import License, Order, OrderStatus
 from sandbox.stripe_api import FakeStripe
 from tests.helpers_issuer import new_order
 from tests.procs import ROOT, Process, clean_env, free_port
-from tests.test_two_processes import shared_pg  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +73,7 @@ max_network_retries = 0
 
 
 async def test_two_processes_and_the_cli_reconcile_each_order_once(
-    shared_pg: str,  # noqa: F811 - the fixture
+    shared_pg: str,
     catalog: Catalog,
     tmp_path: Path,
 ) -> None:

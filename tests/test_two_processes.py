@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,8 @@ import pytest
 import stripe
 
 from config.catalog import Catalog
-from gateway import db
 from gateway.models import EmailStatus, InboxEvent, License, Order, OutboxEmail
 from providers.stripe_provider import SDK_API_VERSION
-from tests import dbutil
 from tests.helpers_issuer import new_order
 from tests.procs import free_port
 
@@ -178,22 +175,6 @@ class Gateways:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-
-
-@pytest.fixture
-async def shared_pg(settings_factory: Any, tmp_path: Path) -> AsyncIterator[str]:
-    """A migrated throwaway PostgreSQL database of its own, opened in this process too."""
-    name = await dbutil.create_pg_database()
-    url = dbutil.pg_url(name)
-    try:
-        await db.migrate(url)
-        await db.open_db(settings_factory(database_url=url), run_migrations=False)
-        try:
-            yield url
-        finally:
-            await db.close_db()
-    finally:
-        await dbutil.drop_pg_database(name)
 
 
 async def test_two_processes_sharing_postgres_issue_one_license_and_one_email_per_order(
