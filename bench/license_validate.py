@@ -81,8 +81,8 @@ def _bare_db_app(database_url: str) -> Starlette:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from gateway.license_seats import _SQL
-    from gateway.licenses import normalize_key
+    from gateway.licenses.issuing import normalize_key
+    from gateway.licenses.seats import _SQL
 
     pool: dict[str, Any] = {}
 
@@ -118,9 +118,9 @@ def _bare_db_app(database_url: str) -> Starlette:
 async def prepare(database_url: str, data_dir: str, licenses: int) -> str:
     """Migrate, fill `licenses` licenses, activate one; returns its key."""
     from config.settings import Settings
-    from gateway import db
-    from gateway.licenses import generate_key
-    from gateway.models import Activation, License, Order, OrderStatus
+    from gateway.db import database as db
+    from gateway.db.models import Activation, License, Order, OrderStatus
+    from gateway.licenses.issuing import generate_key
 
     settings = _settings(database_url, data_dir)
     assert isinstance(settings, Settings)

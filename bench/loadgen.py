@@ -142,7 +142,7 @@ async def best_of(
 async def bench_database(kind: str) -> AsyncIterator[tuple[str, str]]:
     """(database URL, temp dir): a SQLite file in the dir, or a throwaway PostgreSQL database
     on the test server (`GATEWAY_TEST_PG_DSN`), dropped afterwards."""
-    from tests import dbutil
+    from tests.support import dbutil
 
     with tempfile.TemporaryDirectory() as tmp:
         if kind != "postgres":

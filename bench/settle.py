@@ -35,11 +35,11 @@ from tortoise import Tortoise  # noqa: E402
 
 from config.catalog import load_catalog  # noqa: E402
 from config.settings import DEFAULT_PRODUCTS_FILE  # noqa: E402
-from gateway.apply import Applier, Result  # noqa: E402
-from gateway.db import close_db, migrate, tortoise_config  # noqa: E402
+from gateway.db.database import close_db, migrate, tortoise_config  # noqa: E402
+from gateway.payments.apply import Applier, Result  # noqa: E402
 from providers.events import PaymentSettled, ProviderName  # noqa: E402
 from sandbox.provider import FakeProvider  # noqa: E402
-from tests import dbutil  # noqa: E402
+from tests.support import dbutil  # noqa: E402
 
 ORDER_COLS = (
     "id, product_id, amount_minor, currency, provider, buyer_email, status, status_token, "

@@ -3,7 +3,7 @@
 Prices enter as `Decimal` (catalog, provider payloads) and live everywhere else as an
 integer count of the currency's ISO 4217 minor unit, so no float ever touches an amount.
 Orders keep these ISO units. A provider whose API counts differently converts at its own
-boundary (Stripe keeps ISK two-decimal and MGA zero-decimal: providers/stripe_money.py);
+boundary (Stripe keeps ISK two-decimal and MGA zero-decimal: providers/stripe/money.py);
 BTCPay takes decimal strings, which the ISO exponent renders exactly (`format_decimal`).
 """
 

@@ -15,27 +15,28 @@ from starlette.staticfiles import StaticFiles
 
 from config.catalog import Catalog, CatalogError, load_catalog
 from config.settings import Settings, load_settings
-from gateway import db, license_api
-from gateway.apply import Applier
-from gateway.cors import ScopedCORSMiddleware
-from gateway.errors import handlers
-from gateway.guards import BodyLimitMiddleware, RateLimiter
-from gateway.health import healthz, readyz
-from gateway.instrumented import InstrumentedProvider
-from gateway.logs import install_filters
-from gateway.mailer import Mailer
-from gateway.metrics import metrics_endpoint
-from gateway.orders import order_status
-from gateway.pages import buy_page, buy_submit
-from gateway.purchase import checkout, purchase_options, render_purchase_options
-from gateway.reconciler import Reconciler
-from gateway.recover import recover_page, recover_submit
-from gateway.request_id import RequestIdMiddleware
-from gateway.security import SecurityHeadersMiddleware, content_security_policy
-from gateway.signing import load_signer
+from gateway.checkout.orders import order_status
+from gateway.checkout.service import checkout, purchase_options, render_purchase_options
+from gateway.db import database as db
+from gateway.http.cors import ScopedCORSMiddleware
+from gateway.http.errors import handlers
+from gateway.http.limits import BodyLimitMiddleware, RateLimiter
+from gateway.http.request_id import RequestIdMiddleware
+from gateway.http.security import SecurityHeadersMiddleware, content_security_policy
+from gateway.licenses import routes as license_api
+from gateway.licenses.signing import load_signer
+from gateway.mail.outbox import Mailer
+from gateway.ops.health import healthz, readyz
+from gateway.ops.instrumented import InstrumentedProvider
+from gateway.ops.logs import install_filters
+from gateway.ops.metrics import metrics_endpoint
+from gateway.pages.buy import buy_page, buy_submit
+from gateway.pages.recover import recover_page, recover_submit
+from gateway.payments.apply import Applier
+from gateway.payments.reconciler import Reconciler
 from gateway.state import AppState
-from gateway.webhook_alarm import SignatureAlarm
-from gateway.webhooks import webhook
+from gateway.webhooks.alarm import SignatureAlarm
+from gateway.webhooks.routes import webhook
 from providers.base import PaymentProvider
 from providers.events import ProviderName
 from providers.registry import build_providers, price_problems
@@ -56,7 +57,7 @@ def create_app(
 
     Startup errors (bad settings, bad catalog) raise here, before the server listens.
     Tests inject `providers` (fakes) and a `catalog`; `run_mailer=False` keeps the outbox
-    sender loop off so a test can drive `gateway.mailer.Mailer` itself; by default it follows
+    sender loop off so a test can drive `gateway.mail.outbox.Mailer` itself; by default it follows
     `mail.sender_in_serve` (`serve --no-mailer`). With no arguments this is the factory that
     `serve --workers N` hands to uvicorn (`gateway.app:create_app`, one call per worker).
     The reconciler runs when `settings.reconcile.enabled` (default on) unless
@@ -161,7 +162,7 @@ def create_app(
         Route("/buy/{product}", buy_submit, methods=["POST"]),
         Route("/licenses/recover", recover_page, methods=["GET"]),
         Route("/licenses/recover", recover_submit, methods=["POST"]),
-        Mount("/static", StaticFiles(packages=[("gateway", "static")]), name="static"),
+        Mount("/static", StaticFiles(packages=[("gateway.pages", "static")]), name="static"),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     middleware = [

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from config.catalog import Catalog
 from config.settings import Settings
-from gateway.apply import Applier
-from gateway.guards import RateLimiter
-from gateway.signing import Signer
-from gateway.webhook_alarm import SignatureAlarm
+from gateway.http.limits import RateLimiter
+from gateway.licenses.signing import Signer
+from gateway.payments.apply import Applier
+from gateway.webhooks.alarm import SignatureAlarm
 from providers.base import PaymentProvider
 from providers.events import ProviderName
 

@@ -20,17 +20,17 @@ def build_providers(
     built: list[tuple[int, ProviderName, PaymentProvider]] = []
     if settings.is_active(ProviderName.BTCPAY):
         if settings.btcpay.mode == "legacy":
-            from providers.btcpay_legacy import BTCPayLegacyProvider
+            from providers.btcpay.legacy import BTCPayLegacyProvider
 
             legacy = BTCPayLegacyProvider(settings.btcpay, data_dir=settings.data_dir)
             built.append((settings.btcpay.order, ProviderName.BTCPAY, legacy))
         else:
-            from providers.btcpay_provider import BTCPayProvider
+            from providers.btcpay.greenfield import BTCPayProvider
 
             btcpay = BTCPayProvider(settings.btcpay, transport=transport)
             built.append((settings.btcpay.order, ProviderName.BTCPAY, btcpay))
     if settings.is_active(ProviderName.STRIPE):
-        from providers.stripe_provider import StripeProvider
+        from providers.stripe.provider import StripeProvider
 
         stripe_provider = StripeProvider(settings.stripe, transport=transport)
         built.append((settings.stripe.order, ProviderName.STRIPE, stripe_provider))
@@ -44,7 +44,7 @@ def price_problems(providers: Iterable[ProviderName], catalog: Catalog) -> list[
     Each provider has its own units (Stripe keeps ISK two-decimal and takes whole MGA;
     BTCPay takes the ISO decimal string, which every catalog price already is).
     """
-    from providers.stripe_money import to_stripe
+    from providers.stripe.money import to_stripe
 
     problems: list[str] = []
     for name in providers:

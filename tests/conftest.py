@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 
 from config.catalog import Catalog, load_catalog
 from config.settings import DEFAULT_PRODUCTS_FILE, Settings
-from tests import dbutil
+from tests.support import dbutil
 
 # A developer's own GATEWAY_* variables or .env must never change what the tests see.
 for _name in [
@@ -42,7 +42,7 @@ def pg_database() -> Iterator[str]:
 async def shared_pg(settings_factory: Callable[..., Settings]) -> AsyncIterator[str]:
     """A migrated throwaway PostgreSQL database of its own (for tests that start gateway
     processes on it), opened in this process too; dropped afterwards."""
-    from gateway import db
+    from gateway.db import database as db
 
     name = await dbutil.create_pg_database()
     url = dbutil.pg_url(name)

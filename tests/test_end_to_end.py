@@ -15,10 +15,10 @@ import pytest
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
-from gateway.models import License, Order, OrderStatus, OutboxEmail
+from gateway.db.models import License, Order, OrderStatus, OutboxEmail
 from providers.base import PaymentProvider
-from sandbox.btcpay_harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
-from sandbox.stripe_harness import StripeContractHarness
+from sandbox.btcpay.harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
+from sandbox.stripe.harness import StripeContractHarness
 from tests.conftest import running
 
 Webhook = tuple[bytes, dict[str, str]]

@@ -19,7 +19,7 @@ def btcpay() -> None:
 @click.option("--force", is_flag=True, help="replace an existing key/token")
 def pair(host: str | None, code: str, force: bool) -> None:
     """Pair legacy mode (code from Store > Settings > Access Tokens)."""
-    from providers.btcpay_legacy import PairingError, pair_legacy
+    from providers.btcpay.legacy import PairingError, pair_legacy
     from providers.errors import ProviderError
 
     # Pairing comes before the legacy provider can be enabled, so don't let a not-yet-

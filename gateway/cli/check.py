@@ -24,7 +24,7 @@ def check_config(timeout: float, as_json: bool) -> None:
     """
     from config.catalog import CatalogError, load_catalog
     from config.settings import SettingsError, load_settings
-    from gateway.logs import setup_logging
+    from gateway.ops.logs import setup_logging
 
     checks: list[Check] = []
     warnings: list[str] = []
@@ -60,7 +60,7 @@ def check_config(timeout: float, as_json: bool) -> None:
 
 def _signing_keys(settings: Settings) -> Check:
     """The license signing keys as `serve` will load them: an unsafe key file stops startup."""
-    from gateway.signing import KeyFileError, KeyStore
+    from gateway.licenses.signing import KeyFileError, KeyStore
 
     directory = settings.license.keys_path(settings.data_dir)
     try:
@@ -75,7 +75,7 @@ def _signing_keys(settings: Settings) -> Check:
 async def _ping_db(settings: Settings, seconds: float) -> Check:
     from tortoise import connections
 
-    from gateway import db
+    from gateway.db import database as db
 
     where = settings.resolved_database_url.split("@")[-1]
     try:

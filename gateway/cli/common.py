@@ -22,7 +22,7 @@ log = logging.getLogger("gateway.cli")
 
 
 def settings_and_logging(**overrides: Any) -> Settings:
-    from gateway.logs import setup_logging
+    from gateway.ops.logs import setup_logging
 
     settings = load_settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
@@ -31,7 +31,7 @@ def settings_and_logging(**overrides: Any) -> Settings:
 
 def with_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
     """Open the database (migrating it), run `work`, close it."""
-    from gateway import db
+    from gateway.db import database as db
 
     async def run() -> T:
         await db.open_db(settings, run_migrations=migrate)

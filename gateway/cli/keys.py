@@ -15,11 +15,11 @@ from gateway.cli import cli
 from gateway.cli.common import emit_table, json_option, settings_and_logging
 
 if TYPE_CHECKING:
-    from gateway.signing import KeyStore
+    from gateway.licenses.signing import KeyStore
 
 
 def _store() -> tuple[KeyStore, timedelta]:
-    from gateway.signing import KeyStore
+    from gateway.licenses.signing import KeyStore
 
     settings = settings_and_logging()
     ttl = timedelta(days=settings.license.token_ttl_days)
@@ -69,7 +69,7 @@ def prune() -> None:
 @json_option
 def list_keys(as_json: bool) -> None:
     """Every key: which one signs, and until when retired ones stay published."""
-    from gateway.signing import RESTART_GRACE
+    from gateway.licenses.signing import RESTART_GRACE
 
     store, ttl = _store()
     found = store.load()

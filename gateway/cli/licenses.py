@@ -34,8 +34,8 @@ def licenses() -> None:
 
 
 async def _find(ref: str) -> Any:
-    from gateway.licenses import normalize_key
-    from gateway.models import License
+    from gateway.db.models import License
+    from gateway.licenses.issuing import normalize_key
 
     if ref.isdigit():
         return await License.get_or_none(id=int(ref)).prefetch_related("order")
@@ -45,7 +45,7 @@ async def _find(ref: str) -> Any:
 
 
 def _doc(lic: Any, *, full_key: bool) -> dict[str, Any]:
-    from gateway.licenses import mask_key
+    from gateway.licenses.issuing import mask_key
 
     return {
         "id": lic.id,
@@ -73,7 +73,7 @@ def licenses_list(
     status: str | None, email: str | None, product: str | None, limit: int, as_json: bool
 ) -> None:
     """List licenses, newest first (keys masked; `licenses show` prints one in full)."""
-    from gateway.models import License
+    from gateway.db.models import License
 
     settings = settings_and_logging()
 
@@ -127,9 +127,9 @@ def licenses_show(ref: str, as_json: bool) -> None:
 @click.option("--reason", required=True, help="why (kept on the license)")
 def licenses_revoke(ref: str, reason: str) -> None:
     """Revoke a license (the key stops validating). Idempotent."""
-    from gateway import metrics
-    from gateway.licenses import mask_key
-    from gateway.models import License, LicenseStatus
+    from gateway.db.models import License, LicenseStatus
+    from gateway.licenses.issuing import mask_key
+    from gateway.ops import metrics
 
     settings = settings_and_logging()
 
@@ -159,8 +159,8 @@ def licenses_revoke(ref: str, reason: str) -> None:
 @click.argument("ref")
 def licenses_reinstate(ref: str) -> None:
     """Make a revoked license active again. Idempotent."""
-    from gateway.licenses import mask_key
-    from gateway.models import License, LicenseStatus
+    from gateway.db.models import License, LicenseStatus
+    from gateway.licenses.issuing import mask_key
 
     settings = settings_and_logging()
 
@@ -188,8 +188,8 @@ def licenses_reinstate(ref: str) -> None:
 @click.argument("ref")
 def licenses_resend(ref: str) -> None:
     """Queue the license email again (sent by `serve` or `send-mail`). Idempotent while queued."""
-    from gateway.licenses import LICENSE_EMAIL, mask_key
-    from gateway.models import EmailStatus, LicenseStatus, OutboxEmail
+    from gateway.db.models import EmailStatus, LicenseStatus, OutboxEmail
+    from gateway.licenses.issuing import LICENSE_EMAIL, mask_key
 
     settings = settings_and_logging()
 
@@ -239,9 +239,9 @@ def licenses_comp(product: str, email: str, by: str, reason: str, as_json: bool)
     from tortoise.transactions import in_transaction
 
     from config.catalog import load_catalog
-    from gateway import metrics
-    from gateway.licenses import generate_key, issue_license, mask_key
-    from gateway.models import License, Order, OrderStatus
+    from gateway.db.models import License, Order, OrderStatus
+    from gateway.licenses.issuing import generate_key, issue_license, mask_key
+    from gateway.ops import metrics
 
     settings = settings_and_logging()
     item = load_catalog(settings.products_file).get(product)

@@ -16,7 +16,7 @@ def send_mail(once: bool) -> None:
     """Deliver queued license emails (the outbox)."""
     import signal
 
-    from gateway.mailer import Mailer
+    from gateway.mail.outbox import Mailer
 
     settings = settings_and_logging()
 

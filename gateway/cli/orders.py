@@ -50,7 +50,7 @@ def orders_list(
     """List orders, newest first."""
     from tortoise.expressions import Q
 
-    from gateway.models import InboxEvent, InboxOutcome, Order, OrderStatus
+    from gateway.db.models import InboxEvent, InboxOutcome, Order, OrderStatus
 
     settings = settings_and_logging()
     since_at = parse_since(since) if since else None
@@ -110,7 +110,7 @@ def _row(order: Any) -> dict[str, Any]:
 @json_option
 def orders_show(order_id: str, as_json: bool) -> None:
     """One order: its fields, inbox events, license (with the key) and emails."""
-    from gateway.models import InboxEvent, License, Order, OutboxEmail
+    from gateway.db.models import InboxEvent, License, Order, OutboxEmail
 
     settings = settings_and_logging()
 

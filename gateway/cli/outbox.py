@@ -25,7 +25,7 @@ def outbox() -> None:
 @json_option
 def outbox_list(dead: bool, status: str | None, limit: int, as_json: bool) -> None:
     """List emails, newest first."""
-    from gateway.models import OutboxEmail
+    from gateway.db.models import OutboxEmail
 
     settings = settings_and_logging()
     wanted = "dead" if dead else status
@@ -60,7 +60,7 @@ def outbox_list(dead: bool, status: str | None, limit: int, as_json: bool) -> No
 @click.option("--all-dead", is_flag=True, help="every dead email")
 def outbox_retry(email_ids: tuple[int, ...], all_dead: bool) -> None:
     """Send dead (or failing) emails again now, with a fresh attempt budget. Idempotent."""
-    from gateway.models import EmailStatus, OutboxEmail
+    from gateway.db.models import EmailStatus, OutboxEmail
 
     if not email_ids and not all_dead:
         raise click.UsageError("name email ids (see `outbox list --dead`) or pass --all-dead")

@@ -19,8 +19,8 @@ def reconcile(as_json: bool) -> None:
     Exits 1 when a provider was unreachable (those orders are retried later).
     """
     from config.catalog import load_catalog
-    from gateway.apply import Applier
-    from gateway.reconciler import Reconciler
+    from gateway.payments.apply import Applier
+    from gateway.payments.reconciler import Reconciler
     from providers.registry import build_providers
 
     settings = settings_and_logging()

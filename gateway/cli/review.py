@@ -29,7 +29,7 @@ def review(ctx: click.Context) -> None:
 @json_option
 def review_list(as_json: bool) -> None:
     """List what needs review, oldest first: orders (type "order") and parked events."""
-    from gateway.models import InboxEvent, InboxOutcome, Order, OrderStatus
+    from gateway.db.models import InboxEvent, InboxOutcome, Order, OrderStatus
 
     settings = settings_and_logging()
 
@@ -87,7 +87,7 @@ def review_list(as_json: bool) -> None:
 def review_resolve(order_id: str, decision: str | None, reason: str, as_json: bool) -> None:
     """Decide a needs_review order after checking the payment at the provider."""
     from config.catalog import load_catalog
-    from gateway.apply import Applier, Result
+    from gateway.payments.apply import Applier, Result
 
     if decision is None:
         raise click.UsageError("say --issue or --dismiss")

@@ -41,9 +41,9 @@ def sandbox(port: int, stripe_port: int, btcpay_port: int) -> None:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.logs import uvicorn_log_config
-    from sandbox.btcpay_server import FakeBTCPay, FakeServerThread
-    from sandbox.stripe_api import FakeStripe
+    from gateway.ops.logs import uvicorn_log_config
+    from sandbox.btcpay.server import FakeBTCPay, FakeServerThread
+    from sandbox.stripe.api import FakeStripe
 
     gateway_url = f"http://127.0.0.1:{port}"
     stripe_url = f"http://127.0.0.1:{stripe_port}"

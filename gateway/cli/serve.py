@@ -13,7 +13,7 @@ import click
 from gateway.cli import cli
 from gateway.cli.common import log, settings_and_logging
 
-# Not imported from gateway.metrics: importing that module creates the metric files inside
+# Not imported from gateway.ops.metrics: importing that module creates the metric files inside
 # this directory, which must exist (and be emptied) first.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -59,7 +59,7 @@ def serve(
     import uvicorn
 
     from gateway.cli.preflight import ping_providers, production_warnings
-    from gateway.logs import uvicorn_log_config
+    from gateway.ops.logs import uvicorn_log_config
 
     if no_mailer:
         # Through the environment: with --workers, each worker loads its own settings.
@@ -91,7 +91,7 @@ def serve(
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
         return
     # Several workers: migrate once here (not N times at once), share metrics through files.
-    from gateway import db
+    from gateway.db import database as db
 
     asyncio.run(db.migrate(settings.resolved_database_url))
     if settings.resolved_database_url.startswith("sqlite"):
@@ -124,8 +124,8 @@ def _fresh_metrics_dir() -> tuple[Path, bool]:
 @cli.command()
 def migrate() -> None:
     """Apply pending database migrations (idempotent)."""
-    from gateway import db
-    from gateway.signing import KeyStore
+    from gateway.db import database as db
+    from gateway.licenses.signing import KeyStore
 
     settings = settings_and_logging()
     asyncio.run(db.migrate(settings.resolved_database_url))

@@ -57,7 +57,7 @@ def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None
     """Send a signed settle/expire/refund webhook for ORDER_ID to a running gateway."""
     import httpx
 
-    from gateway.models import Order
+    from gateway.db.models import Order
 
     settings = settings_and_logging()
     if sandbox:
@@ -143,7 +143,7 @@ def stripe_webhook(order: Any, action: str, secret: str) -> tuple[bytes, dict[st
     """A Stripe event as Stripe would send it for this order, signed with `secret`."""
     import stripe
 
-    from providers.stripe_provider import SDK_API_VERSION
+    from providers.stripe.provider import SDK_API_VERSION
 
     intent = order.payment_ref or f"pi_simulated_{order.id.removeprefix('ord_')}"
     session = {

@@ -1,0 +1,3 @@
+"""HTTP plumbing every route uses: the error table, body and rate limits, origins,
+security headers, request ids, CORS and JSON decoding. No domain logic lives here.
+"""

@@ -1,0 +1,235 @@
+"""Request guards shared by every route: a body-size cap, rate limits, form origins.
+
+One mechanism, configured per route family (`settings.limits`), so webhooks, checkout, the
+license API and the buyer forms are bounded the same way:
+
+- `BodyLimitMiddleware` refuses a body over its route's cap with 413 *before* any handler
+  reads it: at once from `Content-Length`, and by counting streamed bytes for chunked bodies,
+  so nothing is buffered, parsed or HMAC'd past the cap.
+- `RateLimiter` wraps the `limits` library (sliding window counter: two counters per key,
+  O(1) per hit, so it costs the same at any budget); in memory by default, in Redis
+  when `GATEWAY_REDIS_URL` is set so several workers share one budget. Identifiers (emails,
+  license keys) are hashed before they reach the store.
+- `check_form_origin` refuses a browser form post from a site that is not the seller's
+  (cross-site auto-submitted forms would otherwise create orders and provider checkouts).
+- `check_length` bounds a client string before anything expensive validates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config.settings import LimitsSettings, Settings
+from gateway.http.errors import Forbidden, InvalidRequest, PayloadTooLarge, TooManyRequests
+
+WEBHOOK_PREFIX = "/webhooks/"
+# RFC 5321's path limit, and the width of the email columns.
+EMAIL_MAX_CHARS = 320
+
+
+def _too_large(cap: int) -> list[Message]:
+    body = json.dumps(
+        {"error": "payload_too_large", "detail": f"request body is over {cap} bytes"}
+    ).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over its route's cap, checked before the handler reads it."""
+
+    def __init__(self, app: ASGIApp, *, webhook_bytes: int, api_bytes: int) -> None:
+        self.app = app
+        self.webhook_bytes = webhook_bytes
+        self.api_bytes = api_bytes
+
+    def cap_for(self, path: str) -> int:
+        return self.webhook_bytes if path.startswith(WEBHOOK_PREFIX) else self.api_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = self.cap_for(scope["path"])
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = cap + 1  # unparseable: treat as over the cap
+                if declared > cap:
+                    for message in _too_large(cap):
+                        await send(message)
+                    return
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            # No body, or one whose declared length is within the cap (the HTTP server
+            # enforces it): nothing to count, so the hot GETs pay no wrapper.
+            await self.app(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    # Rendered 413 by the app's error table; caught below if it escapes.
+                    raise PayloadTooLarge(f"request body is over {cap} bytes")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracking_send)
+        except PayloadTooLarge:
+            if not started:
+                for message in _too_large(cap):
+                    await send(message)
+
+
+def _hash(identifier: str) -> str:
+    # Emails and license keys never reach the limiter's store (possibly a shared Redis).
+    return hashlib.sha256(identifier.encode()).hexdigest()[:32]
+
+
+class RateLimiter:
+    """Sliding-window limits by rule name (a `LimitsSettings` field) and identifier."""
+
+    def __init__(self, settings: LimitsSettings, redis_url: str | None = None) -> None:
+        self.storage: Storage = MemoryStorage()
+        if redis_url:
+            # `limits` names its asyncio Redis backend "async+redis://".
+            url = redis_url.replace("redis://", "async+redis://", 1)
+            # redis-py rather than coredis: it can be closed cleanly at shutdown.
+            storage = storage_from_string(url, implementation="redispy")
+            assert isinstance(storage, Storage)
+            self.storage = storage
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self.rules: dict[str, RateLimitItem] = {
+            name: parse(value)
+            for name, value in settings.model_dump().items()
+            if name.endswith(("_per_ip", "_per_email", "_per_key"))
+        }
+
+    async def check(self, rule: str, identifier: str) -> None:
+        """Count one hit; raise `TooManyRequests` (429 + Retry-After) over the limit."""
+        item = self.rules[rule]
+        key = _hash(identifier)
+        if await self.strategy.hit(item, rule, key):
+            return
+        stats = await self.strategy.get_window_stats(item, rule, key)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise TooManyRequests(
+            f"too many requests; retry in {retry_after} s", retry_after=retry_after
+        )
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+
+    async def aclose(self) -> None:
+        """Close the Redis connections (no-op for the in-memory store)."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None:
+            await client.aclose()
+
+
+def client_ip(scope_or_request: Any) -> str:
+    """The caller's address (the proxy's, unless `serve --proxy-headers` rewrote it)."""
+    client = getattr(scope_or_request, "client", None)
+    return client.host if client else "unknown"
+
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]`, lower-cased, default port dropped; None if not http(s)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[scheme] else "")
+
+
+def allowed_form_origins(settings: Settings) -> set[str]:
+    """The seller's own sites (`allowed_origins`) plus the gateway's public origin."""
+    origins = {origin_of(o) for o in [*settings.allowed_origins, settings.public_url]}
+    return {o for o in origins if o is not None}
+
+
+def form_origin_allowed(request: Any, settings: Settings) -> bool:
+    """Did this browser post come from our own pages or a seller site in settings?
+
+    A browser always names the origin of a cross-site POST (`Origin`, or at least
+    `Referer`); a client that sends neither is not a browser, so not CSRF, and passes.
+    `Origin: null` (sandboxed frame, file://) is never allowed.
+    """
+    raw = request.headers.get("origin")
+    if raw is None:
+        raw = request.headers.get("referer")
+        if raw is None:
+            return True
+    origin = origin_of(raw)
+    return origin is not None and origin in allowed_form_origins(settings)
+
+
+def check_form_origin(request: Any, settings: Settings) -> None:
+    """Raise `Forbidden` (403) for a form post whose Origin/Referer is another site.
+
+    Only form-encoded bodies: a browser sends those cross-site without a CORS preflight,
+    JSON it does not.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _FORM_TYPES and not form_origin_allowed(request, settings):
+        raise Forbidden(
+            "this form must be posted from the seller's own site", code="origin_not_allowed"
+        )
+
+
+def check_length(value: str, field: str, max_chars: int) -> str:
+    """`value` unchanged if at most `max_chars` long, else 422 naming the field.
+
+    Called before any validator: the body cap bounds a field to a few KiB already, and
+    this keeps validators (e-mail/IDNA parsing, ...) to sizes where they cost nothing.
+    """
+    if len(value) > max_chars:
+        raise InvalidRequest(f"{field}: at most {max_chars} characters", field=field)
+    return value

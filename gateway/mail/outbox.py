@@ -1,0 +1,256 @@
+"""The outbox sender: delivers `OutboxEmail` rows written with the license, with retries.
+
+A row is *claimed* before it is sent: in one transaction the sender selects due rows (on
+PostgreSQL with `FOR UPDATE SKIP LOCKED`, so concurrent senders never pick the same row),
+then moves each row's `next_attempt_at` forward by a lease and bumps `attempts` with a
+compare-and-set on the old `attempts` value. Another sender sees a claimed row only after
+the lease ran out, so several senders (in several processes or hosts) never double-send.
+SQLite has no row locks; the compare-and-set still keeps two senders apart, but run one
+sender per SQLite database.
+
+Each send is bounded as a whole (`asyncio.timeout(smtp.timeout_seconds)`), not only per
+SMTP command as aiosmtplib's own timeout is: a relay answering every command slowly could
+otherwise hold one message for many timeouts, the lease would run out mid-batch, and a
+second sender would claim and send the same row again. With whole-send bounds a batch holds
+its claim for at most `batch_size * timeout`, and the lease is that plus a margin.
+
+Right after the transport accepts a message the row is marked sent in its own committed
+update, a compare-and-set on the claim (`attempts` as claimed), so a stale sender can never
+overwrite a newer claim. A crash between the two can re-send that one mail once the lease
+has expired: the unavoidable at-least-once window of any SMTP outbox; the `Message-ID` is
+fixed per row, so such a copy is recognisable downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+from tortoise.transactions import in_transaction
+
+from config.settings import Settings, SmtpSettings
+from gateway.db.models import EmailStatus, OutboxEmail
+
+log = logging.getLogger(__name__)
+
+# Database round trips of one batch (claim, mark sent/failed), on top of its sends.
+LEASE_MARGIN = timedelta(seconds=60)
+
+
+class Transport(Protocol):
+    async def send(self, message: EmailMessage) -> None:
+        """Hand the message over; raise on any failure (it will be retried)."""
+
+
+class SmtpTransport:
+    def __init__(self, smtp: SmtpSettings) -> None:
+        self.smtp = smtp
+
+    async def send(self, message: EmailMessage) -> None:
+        smtp = self.smtp
+        await aiosmtplib.send(
+            message,
+            hostname=smtp.host,
+            port=smtp.port,
+            username=smtp.username,
+            password=smtp.password.get_secret_value() if smtp.password else None,
+            use_tls=smtp.security == "tls",
+            start_tls=smtp.security == "starttls",
+            timeout=smtp.timeout_seconds,
+        )
+
+
+class ConsoleTransport:
+    """Development: logs that a mail was sent. Never logs the body (it holds the key)."""
+
+    async def send(self, message: EmailMessage) -> None:
+        log.info("mail sent (console backend) to %s: %s", message["To"], message["Subject"])
+
+
+class FileTransport:
+    """Development: writes each message as an .eml file into one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def send(self, message: EmailMessage) -> None:
+        await asyncio.to_thread(self._write, message)
+
+    def _write(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = message["Message-ID"].strip("<>").replace("@", "_").replace("/", "_")
+        target = self.directory / f"{name}.eml"
+        partial = target.with_suffix(".eml.part")
+        partial.write_bytes(message.as_bytes())
+        # Atomic: a reader of the directory never sees half a message.
+        os.replace(partial, target)
+        log.info("mail written to %s (file backend), to %s", target, message["To"])
+
+
+def transport_for(settings: Settings) -> Transport:
+    if settings.mail_backend == "smtp":
+        return SmtpTransport(settings.smtp)
+    if settings.mail_backend == "file":
+        return FileTransport(settings.resolved_mail_dir)
+    return ConsoleTransport()
+
+
+def build_message(row: OutboxEmail, sender: str) -> EmailMessage:
+    """Multipart/alternative: plain text first, HTML as the preferred alternative."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = row.to_address
+    message["Subject"] = row.subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = message_id(row, sender)
+    message.set_content(row.body_text)
+    message.add_alternative(row.body_html, subtype="html")
+    return message
+
+
+def message_id(row: OutboxEmail, sender: str) -> str:
+    """Fixed per outbox row: a re-send after a crash carries the same id as the first copy."""
+    domain = sender.rpartition("@")[2].strip("<> ") or "localhost"
+    return f"<outbox-{row.id}.{row.order_id}@{domain}>"  # type: ignore[attr-defined]
+
+
+def backoff(attempts: int, *, base: float, cap: float) -> timedelta:
+    """Delay after the `attempts`-th failed try: base, 2*base, 4*base, ... capped."""
+    return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailRun:
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+class Mailer:
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.transport = transport or transport_for(settings)
+        mail = settings.mail
+        # Bounds one whole send (connect, every command, the data), not one SMTP command.
+        self.send_timeout = settings.smtp.timeout_seconds
+        # Long enough for a whole batch to time out one message after another.
+        self.lease = timedelta(seconds=mail.batch_size * self.send_timeout) + LEASE_MARGIN
+
+    async def run_once(self, now: datetime | None = None) -> MailRun:
+        """Send every due email once. `now` is injectable so tests control time."""
+        now = now or datetime.now(UTC)
+        sent = failed = dead = 0
+        claimed = await self._claim(now)
+        started = time.monotonic()
+        for index, row in enumerate(claimed):
+            # Belt and braces: never start a send that could outlive the claim. The rows
+            # left are sent after their lease runs out, by this or another sender.
+            elapsed = time.monotonic() - started
+            if elapsed + self.send_timeout > self.lease.total_seconds():
+                left = len(claimed) - index
+                log.warning("outbox: batch ran out of lease; %d email(s) left for later", left)
+                break
+            outcome = await self._deliver(row, now)
+            sent += outcome == EmailStatus.SENT
+            failed += outcome == EmailStatus.PENDING
+            dead += outcome == EmailStatus.DEAD
+        return MailRun(sent=sent, failed=failed, dead=dead)
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """The loop the app lifespan and `checkout-gateway send-mail` run until `stop`."""
+        poll = self.settings.mail.poll_seconds
+        while not stop.is_set():
+            try:
+                run = await self.run_once()
+                if run.sent or run.failed or run.dead:
+                    log.info("outbox: %d sent, %d failed, %d dead", run.sent, run.failed, run.dead)
+            except Exception:
+                # The DB may be briefly away; the next round retries. Never kill the loop.
+                log.exception("outbox round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll)
+
+    async def _claim(self, now: datetime) -> list[OutboxEmail]:
+        claimed: list[OutboxEmail] = []
+        async with in_transaction() as conn:
+            due = (
+                await OutboxEmail.filter(status=EmailStatus.PENDING, next_attempt_at__lte=now)
+                .order_by("next_attempt_at", "id")
+                .limit(self.settings.mail.batch_size)
+                .select_for_update(skip_locked=True)  # ignored on SQLite
+                .using_db(conn)
+            )
+            for row in due:
+                taken = (
+                    await OutboxEmail.filter(
+                        id=row.id, status=EmailStatus.PENDING, attempts=row.attempts
+                    )
+                    .using_db(conn)
+                    .update(attempts=row.attempts + 1, next_attempt_at=now + self.lease)
+                )
+                if taken:
+                    row.attempts += 1
+                    claimed.append(row)
+        return claimed
+
+    async def _deliver(self, row: OutboxEmail, now: datetime) -> EmailStatus:
+        message = build_message(row, self.settings.smtp.sender)
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.transport.send(message)
+        except Exception as exc:  # any transport failure (a timeout too) is retried
+            return await self._failed(row, now, exc)
+        # Compare-and-set on our claim: only the sender holding the row's current claim
+        # marks it, so a stale sender never overwrites a newer claim's outcome.
+        marked = await OutboxEmail.filter(
+            id=row.id, status=EmailStatus.PENDING, attempts=row.attempts
+        ).update(status=EmailStatus.SENT, sent_at=datetime.now(UTC), last_error=None)
+        if not marked:
+            log.warning(
+                "email %s for order %s was sent after its claim had been taken over",
+                row.id,
+                row.order_id,  # type: ignore[attr-defined]
+            )
+        log.info("email %s (%s) sent for order %s", row.id, row.kind, row.order_id)  # type: ignore[attr-defined]
+        return EmailStatus.SENT
+
+    async def _failed(self, row: OutboxEmail, now: datetime, exc: Exception) -> EmailStatus:
+        mail = self.settings.mail
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        if row.attempts >= mail.max_attempts:
+            status = EmailStatus.DEAD
+            next_at = now
+            log.error(
+                "email %s for order %s gave up after %d attempts: %s",
+                row.id,
+                row.order_id,  # type: ignore[attr-defined]
+                row.attempts,
+                error,
+            )
+        else:
+            status = EmailStatus.PENDING
+            next_at = now + backoff(
+                row.attempts, base=mail.retry_base_seconds, cap=mail.retry_max_seconds
+            )
+            log.warning(
+                "email %s for order %s failed (attempt %d), retry at %s: %s",
+                row.id,
+                row.order_id,  # type: ignore[attr-defined]
+                row.attempts,
+                next_at.isoformat(),
+                error,
+            )
+        await OutboxEmail.filter(id=row.id, attempts=row.attempts).update(
+            status=status, next_attempt_at=next_at, last_error=error
+        )
+        return status

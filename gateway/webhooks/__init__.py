@@ -1,0 +1,4 @@
+"""Inbound provider webhooks: raw bytes to the provider, its events to the apply path.
+
+Also the alarm that notices a webhook secret that no longer matches.
+"""

@@ -1,0 +1,1 @@
+"""Stripe: the Checkout Session provider, its client, money rules and payload checks."""

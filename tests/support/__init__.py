@@ -1,0 +1,1 @@
+"""Shared test fixtures and builders: processes, databases, issuers, licenses, Stripe."""
