@@ -11,7 +11,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from tortoise.exceptions import IntegrityError
@@ -22,7 +21,8 @@ from config.settings import Settings
 from gateway.db.models import Order, OrderStatus
 from gateway.http import json_body as json_text
 from gateway.http.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
-from gateway.http.limits import EMAIL_MAX_CHARS, check_form_origin, check_length, client_ip
+from gateway.http.limits import check_form_origin, client_ip
+from gateway.mail.addresses import InvalidEmail, Problem, normalize_email
 from gateway.state import AppState
 from providers.base import CheckoutRequest, PaymentProvider
 from providers.errors import ProviderUnavailable
@@ -96,12 +96,11 @@ async def _read_email(request: Request) -> str:
         except ValueError as exc:
             raise InvalidRequest("body must be JSON or a form", field="body") from exc
         raw = data.get("email") if isinstance(data, dict) else None
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidRequest("email: a buyer email address is required", field="email")
-    check_length(raw, "email", EMAIL_MAX_CHARS)
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
+        return normalize_email(raw)
+    except InvalidEmail as exc:
+        if exc.problem is Problem.MISSING:
+            raise InvalidRequest("email: a buyer email address is required", field="email") from exc
         raise InvalidRequest(f"email: {exc}", field="email") from exc
 
 
@@ -171,7 +170,7 @@ async def checkout(request: Request) -> Response:
                 "replayed": True,
             }
         )
-    status_url = f"{state.settings.public_url}/orders/{order.id}?token={order.status_token}"
+    status_url = order.status_url(state.settings.public_url)
     return JSONResponse(
         {"order_id": order.id, "checkout_url": order.checkout_url, "status_url": status_url},
         status_code=201,
@@ -263,7 +262,7 @@ async def _start_checkout(
     state: AppState, provider: PaymentProvider, product: Product, order: Order
 ) -> None:
     base = state.settings.public_url
-    status_url = f"{base}/orders/{order.id}?token={order.status_token}"
+    status_url = order.status_url(base)
     req = CheckoutRequest(
         order_id=order.id,
         product_id=product.id,

@@ -111,9 +111,7 @@ def licenses_show(ref: str, as_json: bool) -> None:
             return None
         doc = _doc(lic, full_key=True)
         doc["activations"] = await lic.activations.all().count()
-        doc["status_url"] = (
-            f"{settings.public_url}/orders/{lic.order_id}?token={lic.order.status_token}"
-        )
+        doc["status_url"] = lic.order.status_url(settings.public_url)
         return doc
 
     doc = with_db(settings, work)
@@ -234,13 +232,13 @@ def licenses_comp(product: str, email: str, by: str, reason: str, as_json: bool)
     Issued like a paid one: the key is emailed and shows on its order status page. Running
     the same command again (same product, email and reason) issues nothing new.
     """
-    from email_validator import EmailNotValidError, validate_email
     from tortoise.exceptions import IntegrityError
     from tortoise.transactions import in_transaction
 
     from config.catalog import load_catalog
     from gateway.db.models import License, Order, OrderStatus
     from gateway.licenses.issuing import generate_key, issue_license, mask_key
+    from gateway.mail.addresses import InvalidEmail, normalize_email
     from gateway.ops import metrics
 
     settings = settings_and_logging()
@@ -248,8 +246,8 @@ def licenses_comp(product: str, email: str, by: str, reason: str, as_json: bool)
     if item is None:
         raise click.BadParameter(f"no product {product!r} in the catalog", param_hint="--product")
     try:
-        address = validate_email(email, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
+        address = normalize_email(email)
+    except InvalidEmail as exc:
         raise click.BadParameter(str(exc), param_hint="--email") from exc
     fingerprint = hashlib.sha256(f"{item.id}\0{address.lower()}\0{reason}".encode()).hexdigest()
     idempotency_key = f"comp:{fingerprint[:40]}"
@@ -279,16 +277,13 @@ def licenses_comp(product: str, email: str, by: str, reason: str, as_json: bool)
                     order,
                     item,
                     new_key=generate_key,
-                    status_url=_status_url(order),
+                    status_url=order.status_url(settings.public_url),
                     help_url=settings.license.activation_help_url,
                 )
         except IntegrityError:
             # The same comp issued concurrently by another run: report that one.
             return await License.get(order__idempotency_key=idempotency_key), False
         return lic, True
-
-    def _status_url(order: Any) -> str:
-        return f"{settings.public_url}/orders/{order.id}?token={order.status_token}"
 
     async def run() -> dict[str, Any]:
         lic, created = await work()
@@ -305,7 +300,7 @@ def licenses_comp(product: str, email: str, by: str, reason: str, as_json: bool)
             )
         doc = _doc(lic, full_key=True)
         doc["created"] = created
-        doc["status_url"] = _status_url(order)
+        doc["status_url"] = order.status_url(settings.public_url)
         return doc
 
     doc = with_db(settings, run)

@@ -119,7 +119,7 @@ def orders_show(order_id: str, as_json: bool) -> None:
         if order is None:
             return None
         doc = _row(order)
-        doc["status_url"] = f"{settings.public_url}/orders/{order.id}?token={order.status_token}"
+        doc["status_url"] = order.status_url(settings.public_url)
         events = await InboxEvent.filter(order_id=order.id).order_by("received_at", "id")
         doc["events"] = [
             {

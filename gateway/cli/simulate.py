@@ -110,7 +110,7 @@ def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None
     # The sandbox's public URL is its own address (--url), which this shell's settings do not
     # know; elsewhere --url may be an internal address, and buyers use GATEWAY_PUBLIC_URL.
     public = (url if sandbox and url else settings.public_url).rstrip("/")
-    click.echo(f"order status: {public}/orders/{order.id}?token={order.status_token}")
+    click.echo(f"order status: {order.status_url(public)}")
 
 
 def _with_sandbox_defaults(settings: Settings) -> Settings:

@@ -76,6 +76,10 @@ class Order(Model):
         unique_together = (("provider", "provider_ref"),)
         indexes = (("status", "updated_at"),)
 
+    def status_url(self, public_url: str) -> str:
+        """The buyer's status page: the one capability URL every message and page links to."""
+        return f"{public_url}/orders/{self.id}?token={self.status_token}"
+
 
 class InboxEvent(Model):
     id = fields.BigIntField(primary_key=True)

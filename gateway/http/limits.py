@@ -35,7 +35,6 @@ from gateway.http.errors import Forbidden, InvalidRequest, PayloadTooLarge, TooM
 
 WEBHOOK_PREFIX = "/webhooks/"
 # RFC 5321's path limit, and the width of the email columns.
-EMAIL_MAX_CHARS = 320
 
 
 def _too_large(cap: int) -> list[Message]:

@@ -13,7 +13,6 @@ import json
 import logging
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -21,12 +20,17 @@ from config.money import format_decimal
 from gateway.checkout.service import _checkout_once, _order_for
 from gateway.http.errors import ServiceUnavailable, TooManyRequests
 from gateway.http.limits import client_ip, form_origin_allowed
+from gateway.mail.addresses import MAX_EMAIL_CHARS, InvalidEmail, Problem, normalize_email
 from gateway.pages.templating import message_page, render
 from gateway.state import AppState
 
 log = logging.getLogger(__name__)
 
-MAX_EMAIL_CHARS = 320
+_EMAIL_WORDS = {
+    Problem.MISSING: "Please enter your email address: we send your license key to it.",
+    Problem.TOO_LONG: "That email address is too long.",
+    Problem.MALFORMED: "That email address does not look right: {}",
+}
 # No token in these URLs; `same-origin` keeps the Origin header on our own form posts
 # (under `no-referrer` Chrome sends `Origin: null`).
 FORM_HEADERS = {"referrer-policy": "same-origin", "cache-control": "no-store"}
@@ -38,14 +42,10 @@ def price_text(amount_minor: int, currency: str) -> str:
 
 def parse_email(raw: object) -> tuple[str | None, str | None]:
     """(normalised email, None) or (None, a sentence for the buyer)."""
-    if not isinstance(raw, str) or not raw.strip():
-        return None, "Please enter your email address: we send your license key to it."
-    if len(raw) > MAX_EMAIL_CHARS:
-        return None, "That email address is too long."
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized, None
-    except EmailNotValidError as exc:
-        return None, f"That email address does not look right: {exc}"
+        return normalize_email(raw), None
+    except InvalidEmail as exc:
+        return None, _EMAIL_WORDS[exc.problem].format(exc)
 
 
 def _not_found(state: AppState) -> Response:

@@ -25,7 +25,8 @@ from tortoise.exceptions import IntegrityError
 from gateway.db.models import EmailStatus, License, Order, OutboxEmail
 from gateway.http.errors import TooManyRequests
 from gateway.http.limits import client_ip, form_origin_allowed
-from gateway.pages.buy import FORM_HEADERS, MAX_EMAIL_CHARS, parse_email
+from gateway.mail.addresses import MAX_EMAIL_CHARS
+from gateway.pages.buy import FORM_HEADERS, parse_email
 from gateway.pages.templating import message_page, render
 from gateway.state import AppState
 
@@ -124,7 +125,7 @@ async def queue_recovery_email(state: AppState, email: str) -> bool:
         order: Order = lic.order
         product = state.catalog.get(lic.product_id)
         name = product.name if product else lic.product_id
-        url = f"{base}/orders/{order.id}?token={order.status_token}"
+        url = order.status_url(base)
         state_word = "active" if lic.status.value == "active" else "revoked"
         bought = lic.created_at.date().isoformat()
         lines.append(f"- {name} (bought {bought}, {state_word}): {url}")

@@ -419,7 +419,7 @@ class Applier:
             order,
             product,
             new_key=self.new_key,
-            status_url=f"{self.public_url}/orders/{order.id}?token={order.status_token}",
+            status_url=order.status_url(self.public_url),
             help_url=self.help_url,
         )
         return True
