@@ -1,15 +1,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
 
 from config.catalog import Catalog, load_catalog
 from config.settings import DEFAULT_PRODUCTS_FILE, Settings
@@ -102,15 +99,6 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**values)
 
     return make
-
-
-@contextlib.asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and give a client that talks to it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield client
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -10,7 +10,7 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.checkout.orders import prefers_html
 from gateway.db.models import License, Order
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order
 
 SettingsFactory = Callable[..., Settings]

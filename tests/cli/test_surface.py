@@ -23,7 +23,7 @@ from gateway.db.models import EmailStatus, OutboxEmail
 from sandbox.btcpay.server import FakeServerThread
 from sandbox.provider import FakeProvider
 from sandbox.stripe.api import FakeStripe
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, new_order
 from tests.support.procs import PYTHON, ROOT, Process, clean_env, free_port
 

@@ -24,10 +24,10 @@ from gateway.http.request_id import RequestIdMiddleware
 from providers.base import CheckoutRequest, CheckoutSession
 from providers.errors import ProviderRejected
 from sandbox.provider import FakeProvider
-from tests.conftest import running
-from tests.processes.test_two_processes import WEBHOOK_SECRET, _session_event, _signed
+from tests.support.app import running
 from tests.support.issuer import deliver, fake_gateway, new_order
 from tests.support.license import new_license
+from tests.support.stripe import WEBHOOK_SECRET, session_event, sign_event
 
 SettingsFactory = Callable[..., Settings]
 LEAKY = "Invalid API Key provided: sk_test_****9876"
@@ -303,10 +303,10 @@ async def test_signed_stripe_session_with_a_foreign_reference_is_200_never_5xx(
     app = create_app(settings, catalog=catalog, run_migrations=False, run_mailer=False)
     async with running(app) as client:
         order = await new_order(catalog)
-        event = _session_event(order, "evt_foreign_reference", "checkout.session.completed")
+        event = session_event(order, "evt_foreign_reference", "checkout.session.completed")
         event["data"]["object"]["client_reference_id"] = reference
         event["data"]["object"]["metadata"] = {"order_id": reference}
-        body, headers = _signed(event)
+        body, headers = sign_event(event)
 
         # when it is delivered
         resp = await client.post("/webhooks/stripe", content=body, headers=headers)

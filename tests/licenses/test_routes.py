@@ -19,7 +19,7 @@ from config.settings import Settings
 from gateway.app import create_app
 from gateway.db.models import Activation, License, LicenseStatus, Order
 from sandbox.stripe.harness import StripeContractHarness
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order
 from tests.support.license import new_license
 

@@ -30,7 +30,7 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.licenses.signing import KeyFileError, KeyStore, load_signer
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.license import new_license
 
 SettingsFactory = Callable[..., Settings]

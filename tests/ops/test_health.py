@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
-from tests.conftest import running
 from tests.support import dbutil
+from tests.support.app import running
 
 
 def _app(settings: Settings, catalog: Catalog) -> Starlette:

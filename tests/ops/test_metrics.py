@@ -19,7 +19,7 @@ from gateway.db.models import EmailStatus, OutboxEmail
 from gateway.ops.context import request_id_var
 from gateway.ops.logs import JsonFormatter, redact_keys, setup_logging
 from gateway.webhooks.alarm import SignatureAlarm
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order, results
 
 

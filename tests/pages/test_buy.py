@@ -1,5 +1,5 @@
 """The buyer pages through the real app (in-process): chooser, its form post, the status
-page's states, security headers and CORS. The browser tests (test_browser_pages.py) drive
+page's states, security headers and CORS. The browser tests (tests/browser/test_pages.py) drive
 the same pages in chromium."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gateway.db.models import EmailStatus, Order, OrderStatus, OutboxEmail
 from gateway.licenses.issuing import LICENSE_EMAIL
 from providers.events import ProviderName
 from sandbox.provider import FakeProvider
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order
 
 SettingsFactory = Callable[..., Settings]

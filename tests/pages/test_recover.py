@@ -12,7 +12,7 @@ from gateway.db.models import OutboxEmail
 from gateway.licenses.issuing import LICENSE_EMAIL
 from gateway.mail.outbox import Mailer
 from gateway.pages.recover import recover_kind
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import BUYER, deliver, event, fake_gateway, new_order
 
 SettingsFactory = Callable[..., Settings]

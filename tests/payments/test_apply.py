@@ -31,8 +31,8 @@ from gateway.licenses.issuing import ALPHABET
 from providers.errors import ProviderUnavailable
 from providers.events import PaymentEvent, ProviderName
 from sandbox.provider import FakeProvider
-from tests.conftest import running
 from tests.support import dbutil
+from tests.support.app import running
 from tests.support.issuer import BUYER, deliver, event, fake_gateway, new_order, results
 
 SettingsFactory = Callable[..., Settings]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.db.models import InboxEvent, License, LicenseStatus, Order, OrderStatus, OutboxEmail
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order, results
 
 SettingsFactory = Callable[..., Settings]
