@@ -7,10 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 
 from config.catalog import Catalog, load_catalog
 from config.settings import DEFAULT_PRODUCTS_FILE, Settings
+from providers.events import ProviderName
+from sandbox.provider import FakeProvider
 from tests.support import dbutil
+from tests.support.issuer import fake_gateway
 
 # A developer's own GATEWAY_* variables or .env must never change what the tests see.
 for _name in [
@@ -99,6 +103,26 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture
+def fake() -> FakeProvider:
+    """The Stripe-named fake provider the `app` fixture takes payments with."""
+    return FakeProvider(ProviderName.STRIPE)
+
+
+@pytest.fixture
+def app(
+    db_url: str,
+    settings_factory: Callable[..., Settings],
+    catalog: Catalog,
+    fake: FakeProvider,
+) -> Starlette:
+    """The gateway on `db_url` with `fake` as its one provider, migrations and mailer off.
+    Not started: a test runs it with `async with running(app) as client:`, so it decides
+    what happens after the shutdown (the mailer drained, the database closed)."""
+    app, _ = fake_gateway(db_url, settings_factory, catalog, fake=fake)
+    return app
 
 
 def pytest_report_header(config: pytest.Config) -> str:
