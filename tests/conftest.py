@@ -58,7 +58,39 @@ async def shared_pg(settings_factory: Callable[..., Settings]) -> AsyncIterator[
         await dbutil.drop_pg_database(name)
 
 
-@pytest.fixture(params=dbutil.backends())
+@pytest.fixture
+async def empty_pg() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own, not migrated; dropped afterwards."""
+    name = await dbutil.create_pg_database()
+    try:
+        yield dbutil.pg_url(name)
+    finally:
+        await dbutil.drop_pg_database(name)
+
+
+# A test that uses one of these (itself or through another fixture) opens a database: it is
+# marked `db`, and `postgres` too when the database is PostgreSQL, so `-m "not db"` and
+# `-m "not postgres"` select what they say without anyone remembering to mark a test.
+DB_FIXTURES = frozenset({"db_url", "sqlite_template", "pg_database", "shared_pg", "empty_pg"})
+POSTGRES_FIXTURES = frozenset({"pg_database", "shared_pg", "empty_pg"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & DB_FIXTURES:
+            item.add_marker(pytest.mark.db)
+        if used & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(backend, marks=[pytest.mark.postgres] if backend == "postgres" else [])
+        for backend in dbutil.backends()
+    ]
+)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database: parametrised over SQLite and PostgreSQL."""
     if request.param == "sqlite":

@@ -60,6 +60,7 @@ def test_every_command_has_help() -> None:
         assert wanted in names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -114,6 +115,7 @@ def test_production_warnings_name_the_variables(
     assert good == []
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_serve_logs_a_refused_api_key_loudly_and_keeps_serving(tmp_path: Path) -> None:
     stripe = FakeServerThread(FakeStripe().app)
@@ -163,6 +165,7 @@ async def test_app_runs_the_mail_sender_only_when_configured(
     assert email.status is (EmailStatus.SENT if sender_in_serve else EmailStatus.PENDING)
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
     ports = [free_port() for _ in range(3)]
@@ -200,6 +203,7 @@ def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
     assert pages["stripe"]["license"]["key"] != pages["btcpay"]["license"]["key"]
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_simulate_sandbox_settles_orders_of_a_running_sandbox_from_a_bare_shell(
     tmp_path: Path,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +13,9 @@ from tests.support import dbutil
 
 Schema = dict[str, set[str]]
 EXPECTED_TABLES = set(dbutil.TABLES)
+
+# Every test here migrates a database of its own (a fresh SQLite file or PostgreSQL database).
+pytestmark = pytest.mark.db
 
 
 def _sqlite_schema(path: Path) -> Schema:
@@ -47,15 +49,6 @@ def _sqlite_count(path: Path, table: str) -> int:
         # Table names come from the schema catalog itself, never from input.
         count: int = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]  # noqa: S608
     return count
-
-
-@pytest.fixture
-async def empty_pg() -> AsyncIterator[str]:
-    name = await dbutil.create_pg_database()
-    try:
-        yield dbutil.pg_url(name)
-    finally:
-        await dbutil.drop_pg_database(name)
 
 
 async def test_migrate_creates_the_same_tables_and_columns_on_sqlite_and_postgres(

@@ -280,6 +280,7 @@ def test_a_key_file_that_is_not_a_key_is_refused(
         create_app(settings, catalog=catalog, providers={})
 
 
+@pytest.mark.slow
 def test_verifier_is_stand_alone(tmp_path: Path) -> None:
     """Sellers copy one file: it must not import any of the gateway's packages."""
     verifier = Path(verify_license.__code__.co_filename)

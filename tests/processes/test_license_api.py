@@ -30,7 +30,7 @@ from gateway.db.models import Activation
 from tests.support.license import new_license
 from tests.support.procs import PYTHON, ROOT, Process, clean_env, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 README = ROOT / "README.md"
 SAMPLE_URL = "http://127.0.0.1:8000"

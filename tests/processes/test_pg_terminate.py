@@ -27,7 +27,7 @@ from tests.support.issuer import new_order
 from tests.support.procs import PYTHON, Process, clean_env, free_port
 from tests.support.stripe import WEBHOOK_SECRET, session_event, sign_event
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db, pytest.mark.postgres]
 
 ORDERS = 30
 COPIES = 3  # each of two settle events delivered three times: 180 deliveries

@@ -25,7 +25,7 @@ from tests.support.issuer import new_order
 from tests.support.procs import PYTHON, Process, clean_env, free_port
 from tests.support.stripe import WEBHOOK_SECRET, session_event, sign_event
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 ORDERS = 150  # two distinct settle events each: 300 webhooks
 CONCURRENCY = 16
