@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from config.money import format_decimal
 from gateway.db.models import License, Order
+from gateway.http.negotiation import prefers_html
 from gateway.pages.status import not_found_page, render_status_page
 from gateway.state import AppState
 from providers.ids import is_order_id
@@ -67,21 +68,3 @@ async def order_json(order: Order, state: AppState) -> dict[str, Any]:
             "status": lic.status.value,
         }
     return doc
-
-
-def prefers_html(accept: str) -> bool:
-    """True when the client ranks text/html above JSON (a browser back from checkout)."""
-    best: dict[str, float] = {}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        best[media.lower()] = max(q, best.get(media.lower(), 0.0))
-    html = best.get("text/html", 0.0)
-    return html > 0 and html >= best.get("application/json", 0.0)

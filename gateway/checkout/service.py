@@ -21,7 +21,8 @@ from config.settings import Settings
 from gateway.db.models import Order, OrderStatus
 from gateway.http import json_body as json_text
 from gateway.http.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
-from gateway.http.limits import check_form_origin, client_ip
+from gateway.http.limits import client_ip
+from gateway.http.origins import check_form_origin
 from gateway.mail.addresses import InvalidEmail, Problem, normalize_email
 from gateway.state import AppState
 from providers.base import CheckoutRequest, PaymentProvider

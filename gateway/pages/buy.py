@@ -19,7 +19,8 @@ from starlette.responses import RedirectResponse, Response
 from config.money import format_decimal
 from gateway.checkout.service import _checkout_once, _order_for
 from gateway.http.errors import ServiceUnavailable, TooManyRequests
-from gateway.http.limits import client_ip, form_origin_allowed
+from gateway.http.limits import client_ip
+from gateway.http.origins import form_origin_allowed
 from gateway.mail.addresses import MAX_EMAIL_CHARS, InvalidEmail, Problem, normalize_email
 from gateway.pages.templating import message_page, render
 from gateway.state import AppState

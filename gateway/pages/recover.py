@@ -24,7 +24,8 @@ from tortoise.exceptions import IntegrityError
 
 from gateway.db.models import EmailStatus, License, Order, OutboxEmail
 from gateway.http.errors import TooManyRequests
-from gateway.http.limits import client_ip, form_origin_allowed
+from gateway.http.limits import client_ip
+from gateway.http.origins import form_origin_allowed
 from gateway.mail.addresses import MAX_EMAIL_CHARS
 from gateway.pages.buy import FORM_HEADERS, parse_email
 from gateway.pages.templating import message_page, render
