@@ -6,7 +6,6 @@ import pytest
 from starlette.applications import Starlette
 
 from config.catalog import Catalog
-from gateway.checkout.orders import prefers_html
 from gateway.db.models import License, Order
 from sandbox.provider import FakeProvider
 from tests.support.app import running
@@ -146,19 +145,3 @@ async def test_html_page_escapes_what_it_shows(app: Starlette, catalog: Catalog)
 
         assert "<b>gone</b>" not in page.text
         assert "&lt;b&gt;gone&lt;/b&gt;" in page.text
-
-
-@pytest.mark.parametrize(
-    ("accept", "html"),
-    [
-        (BROWSER, True),
-        ("text/html", True),
-        ("application/json", False),
-        ("", False),
-        ("*/*", False),
-        ("application/json, text/html;q=0.5", False),
-        ("text/html;q=0.9, application/json;q=0.1", True),
-    ],
-)
-def test_prefers_html_follows_the_accept_header(accept: str, html: bool) -> None:
-    assert prefers_html(accept) is html
