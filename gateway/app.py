@@ -15,8 +15,8 @@ from starlette.staticfiles import StaticFiles
 
 from config.catalog import Catalog, CatalogError, load_catalog
 from config.settings import Settings, load_settings
-from gateway.checkout.orders import order_status
-from gateway.checkout.service import checkout, purchase_options, render_purchase_options
+from gateway.checkout.options import render_purchase_options
+from gateway.checkout.routes import checkout, order_status, purchase_options
 from gateway.db import database as db
 from gateway.http.cors import ScopedCORSMiddleware
 from gateway.http.errors import handlers
@@ -30,8 +30,7 @@ from gateway.ops.health import healthz, readyz
 from gateway.ops.instrumented import InstrumentedProvider
 from gateway.ops.logs import install_filters
 from gateway.ops.metrics import metrics_endpoint
-from gateway.pages.buy import buy_page, buy_submit
-from gateway.pages.recover import recover_page, recover_submit
+from gateway.pages.routes import buy_page, buy_submit, recover_page, recover_submit
 from gateway.payments.apply import Applier
 from gateway.payments.reconciler import Reconciler
 from gateway.state import AppState
