@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -29,40 +30,12 @@ def review(ctx: click.Context) -> None:
 @json_option
 def review_list(as_json: bool) -> None:
     """List what needs review, oldest first: orders (type "order") and parked events."""
-    from gateway.db.models import InboxEvent, InboxOutcome, Order, OrderStatus
+    from gateway.payments.review import needs_review
 
     settings = settings_and_logging()
 
     async def work() -> list[dict[str, Any]]:
-        orders = await Order.filter(status=OrderStatus.NEEDS_REVIEW).order_by("updated_at")
-        events = await InboxEvent.filter(outcome=InboxOutcome.PARKED).order_by("received_at", "id")
-        rows: list[dict[str, Any]] = [
-            {
-                "type": "order",
-                "id": o.id,
-                "received_at": o.updated_at.isoformat(timespec="seconds"),
-                "provider": o.provider,
-                "order_id": o.id,
-                "kind": o.status.value,
-                "event": o.provider_ref,
-                "reason": (o.review_reason or "").replace("\n", " "),
-            }
-            for o in orders
-        ]
-        rows += [
-            {
-                "type": "event",
-                "id": e.id,
-                "received_at": e.received_at.isoformat(timespec="seconds"),
-                "provider": e.provider,
-                "order_id": e.order_id,
-                "kind": e.kind,
-                "event": e.dedupe_key,
-                "reason": e.detail.replace("\n", " "),
-            }
-            for e in events
-        ]
-        return rows
+        return [asdict(item) for item in await needs_review()]
 
     rows = with_db(settings, work)
     emit_table(
