@@ -1,19 +1,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 
 from config.catalog import Catalog, load_catalog
 from config.settings import DEFAULT_PRODUCTS_FILE, Settings
+from providers.events import ProviderName
+from sandbox.provider import FakeProvider
 from tests.support import dbutil
+from tests.support.issuer import fake_gateway
 
 # A developer's own GATEWAY_* variables or .env must never change what the tests see.
 for _name in [
@@ -57,7 +58,39 @@ async def shared_pg(settings_factory: Callable[..., Settings]) -> AsyncIterator[
         await dbutil.drop_pg_database(name)
 
 
-@pytest.fixture(params=dbutil.backends())
+@pytest.fixture
+async def empty_pg() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own, not migrated; dropped afterwards."""
+    name = await dbutil.create_pg_database()
+    try:
+        yield dbutil.pg_url(name)
+    finally:
+        await dbutil.drop_pg_database(name)
+
+
+# A test that uses one of these (itself or through another fixture) opens a database: it is
+# marked `db`, and `postgres` too when the database is PostgreSQL, so `-m "not db"` and
+# `-m "not postgres"` select what they say without anyone remembering to mark a test.
+DB_FIXTURES = frozenset({"db_url", "sqlite_template", "pg_database", "shared_pg", "empty_pg"})
+POSTGRES_FIXTURES = frozenset({"pg_database", "shared_pg", "empty_pg"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & DB_FIXTURES:
+            item.add_marker(pytest.mark.db)
+        if used & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(backend, marks=[pytest.mark.postgres] if backend == "postgres" else [])
+        for backend in dbutil.backends()
+    ]
+)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database: parametrised over SQLite and PostgreSQL."""
     if request.param == "sqlite":
@@ -104,13 +137,24 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
-@contextlib.asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and give a client that talks to it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield client
+@pytest.fixture
+def fake() -> FakeProvider:
+    """The Stripe-named fake provider the `app` fixture takes payments with."""
+    return FakeProvider(ProviderName.STRIPE)
+
+
+@pytest.fixture
+def app(
+    db_url: str,
+    settings_factory: Callable[..., Settings],
+    catalog: Catalog,
+    fake: FakeProvider,
+) -> Starlette:
+    """The gateway on `db_url` with `fake` as its one provider, migrations and mailer off.
+    Not started: a test runs it with `async with running(app) as client:`, so it decides
+    what happens after the shutdown (the mailer drained, the database closed)."""
+    app, _ = fake_gateway(db_url, settings_factory, catalog, fake=fake)
+    return app
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -35,6 +35,7 @@ def compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_compose_config_is_valid_with_the_example_env(project: Path) -> None:
     plain = compose(project, "config", "-q")
     with_btcpay = compose(
@@ -47,6 +48,7 @@ def test_compose_config_is_valid_with_the_example_env(project: Path) -> None:
     assert set(services.stdout.split()) == {"db", "gateway", "mailpit"}
 
 
+@pytest.mark.slow
 def test_compose_passes_every_env_file_variable_to_the_gateway(project: Path) -> None:
     env = project / ".env"
     env.write_text(
@@ -63,6 +65,7 @@ def test_compose_passes_every_env_file_variable_to_the_gateway(project: Path) ->
     assert "GATEWAY_DATABASE_URL: postgres://gateway:" in result.stdout
 
 
+@pytest.mark.slow
 def test_compose_refuses_to_start_without_a_database_password(project: Path) -> None:
     env = project / ".env"
     env.write_text(re.sub(r"(?m)^POSTGRES_PASSWORD=.*$", "", env.read_text()))

@@ -139,6 +139,7 @@ def test_configuration_reference_names_every_setting() -> None:
     assert sorted(n for n in names if f"`{n}`" not in reference) == []
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     # given `make sandbox`'s command on free ports (the tour is written for :8000)

@@ -19,7 +19,7 @@ from gateway.db.models import License, Order, OrderStatus, OutboxEmail
 from providers.base import PaymentProvider
 from sandbox.btcpay.harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
 from sandbox.stripe.harness import StripeContractHarness
-from tests.conftest import running
+from tests.support.app import running
 
 Webhook = tuple[bytes, dict[str, str]]
 

@@ -19,6 +19,7 @@ CHROMIUM = "/usr/bin/chromium"
 KEY = re.compile(r"[2-9A-HJ-NP-Z]{4}(?:-[2-9A-HJ-NP-Z]{4}){3}")
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_buyer_pays_by_card_and_sees_the_license_key(tmp_path: Path) -> None:
     gateway_port, stripe_port = free_port(), free_port()

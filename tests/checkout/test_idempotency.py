@@ -22,7 +22,7 @@ from providers.events import ProviderName
 from providers.stripe.provider import StripeProvider
 from sandbox.provider import FakeProvider
 from sandbox.stripe.api import FakeStripe
-from tests.conftest import running
+from tests.support.app import running
 
 SettingsFactory = Callable[..., Settings]
 BODY = {"email": "buyer@example.com"}

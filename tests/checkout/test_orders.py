@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
-from config.settings import Settings
 from gateway.db.models import License, Order
-from tests.conftest import running
-from tests.support.issuer import deliver, event, fake_gateway, new_order
+from sandbox.provider import FakeProvider
+from tests.support.app import running
+from tests.support.issuer import deliver, event, new_order
 
-SettingsFactory = Callable[..., Settings]
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 @pytest.mark.parametrize("accept", ["application/json", BROWSER])
 async def test_wrong_missing_token_and_unknown_order_get_the_identical_404(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, accept: str
+    app: Starlette, catalog: Catalog, accept: str
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         headers = {"accept": accept}
@@ -43,9 +40,8 @@ async def test_wrong_missing_token_and_unknown_order_get_the_identical_404(
 
 
 async def test_before_settlement_the_status_shows_no_license(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         url = f"/orders/{order.id}?token={order.status_token}"
@@ -73,9 +69,8 @@ async def test_before_settlement_the_status_shows_no_license(
 
 
 async def test_after_settlement_the_status_shows_the_license(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         await deliver(client, fake, event(order))
@@ -94,9 +89,8 @@ async def test_after_settlement_the_status_shows_the_license(
 
 
 async def test_after_reversal_the_status_shows_the_license_revoked(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         await deliver(client, fake, event(order))
@@ -114,9 +108,8 @@ async def test_after_reversal_the_status_shows_the_license_revoked(
 
 
 async def test_html_page_polls_while_waiting_and_stops_once_settled(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         url = f"/orders/{order.id}?token={order.status_token}"
@@ -141,10 +134,7 @@ async def test_html_page_polls_while_waiting_and_stops_once_settled(
             assert marker not in settled.text
 
 
-async def test_html_page_escapes_what_it_shows(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
+async def test_html_page_escapes_what_it_shows(app: Starlette, catalog: Catalog) -> None:
     async with running(app) as client:
         order = await new_order(catalog)
         await Order.filter(id=order.id).update(product_id="<b>gone</b>")

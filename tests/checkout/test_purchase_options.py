@@ -16,8 +16,8 @@ from gateway.app import create_app
 from providers.base import PaymentProvider
 from providers.events import ProviderName
 from sandbox.provider import FakeProvider
-from tests.conftest import running
 from tests.support import dbutil
+from tests.support.app import running
 
 BTCPAY = ProviderName.BTCPAY
 STRIPE = ProviderName.STRIPE

@@ -13,7 +13,7 @@ from gateway.db.models import Order, OrderStatus
 from providers.events import ProviderName
 from sandbox.provider import FakeProvider
 from sandbox.stripe.harness import StripeContractHarness
-from tests.conftest import running
+from tests.support.app import running
 
 
 def _app(

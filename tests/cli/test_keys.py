@@ -7,7 +7,12 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support.procs import PYTHON, clean_env
+
+# Every test here runs `python -m gateway ...` processes.
+pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -53,6 +58,7 @@ def test_generate_rotate_list_and_prune(tmp_path: Path) -> None:
     assert len(_pems(tmp_path)) == 2
 
 
+@pytest.mark.db
 def test_migrate_creates_the_first_key(tmp_path: Path) -> None:
     result = _run(["migrate"], tmp_path)
 

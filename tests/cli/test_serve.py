@@ -15,6 +15,9 @@ import pytest
 from sandbox.btcpay.server import FakeBTCPay, FakeServerThread
 from tests.support.procs import PYTHON, Process, clean_env, free_port
 
+# Every test here runs `python -m gateway ...` processes.
+pytestmark = pytest.mark.slow
+
 SCRIPT = Path(sys.executable).parent / "checkout-gateway"
 
 
@@ -79,6 +82,7 @@ def test_serve_with_invalid_catalog_exits_2_naming_file_and_key(tmp_path: Path) 
     assert f"{products}: products.p.price" in result.stderr
 
 
+@pytest.mark.db
 def test_migrate_command_creates_the_database(tmp_path: Path) -> None:
     db_file = tmp_path / "sub" / "gateway.sqlite3"
 
@@ -92,7 +96,7 @@ def test_migrate_command_creates_the_database(tmp_path: Path) -> None:
     assert "shutdown" not in result.stderr  # no ORM "shutdown" line while starting up
 
 
-@pytest.mark.slow
+@pytest.mark.db
 def test_served_sample_config_without_secrets_sells_nothing_and_says_why(tmp_path: Path) -> None:
     # given a fresh working directory, the sample config and no secrets at all
     port = free_port()
@@ -125,7 +129,6 @@ def test_served_sample_config_without_secrets_sells_nothing_and_says_why(tmp_pat
         assert f"GATEWAY_BTCPAY__{name}" in btcpay[0]
 
 
-@pytest.mark.slow
 def test_btcpay_pair_stores_a_private_key_and_token_readable_only_by_the_owner(
     tmp_path: Path,
 ) -> None:

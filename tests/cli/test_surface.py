@@ -23,7 +23,7 @@ from gateway.db.models import EmailStatus, OutboxEmail
 from sandbox.btcpay.server import FakeServerThread
 from sandbox.provider import FakeProvider
 from sandbox.stripe.api import FakeStripe
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.docs import DOCS
 from tests.support.issuer import deliver, event, new_order
 from tests.support.procs import PYTHON, Process, clean_env, free_port
@@ -61,6 +61,7 @@ def test_every_command_has_help() -> None:
         assert wanted in names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -115,6 +116,7 @@ def test_production_warnings_name_the_variables(
     assert good == []
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_serve_logs_a_refused_api_key_loudly_and_keeps_serving(tmp_path: Path) -> None:
     stripe = FakeServerThread(FakeStripe().app)
@@ -164,6 +166,7 @@ async def test_app_runs_the_mail_sender_only_when_configured(
     assert email.status is (EmailStatus.SENT if sender_in_serve else EmailStatus.PENDING)
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
     ports = [free_port() for _ in range(3)]
@@ -201,6 +204,7 @@ def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
     assert pages["stripe"]["license"]["key"] != pages["btcpay"]["license"]["key"]
 
 
+@pytest.mark.db
 @pytest.mark.slow
 def test_simulate_sandbox_settles_orders_of_a_running_sandbox_from_a_bare_shell(
     tmp_path: Path,

@@ -8,27 +8,7 @@ import pytest
 
 from config.catalog import CatalogError, load_catalog
 from config.settings import DEFAULT_PRODUCTS_FILE
-
-TIERS = "[tiers.pro]\nseats = 3\n"
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "products.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _product(**fields: str) -> str:
-    values = {
-        "id": '"p1"',
-        "name": '"Product"',
-        "price": "9.99",
-        "currency": '"USD"',
-        "tier": '"pro"',
-    }
-    values.update(fields)
-    body = "".join(f"{key} = {value}\n" for key, value in values.items() if value != "<omit>")
-    return f"[[products]]\n{body}"
+from tests.support.catalog import TIERS, product_toml, write_catalog
 
 
 def test_sample_catalog_has_pro_and_enterprise_in_minor_units() -> None:
@@ -53,7 +33,7 @@ def test_sample_catalog_has_pro_and_enterprise_in_minor_units() -> None:
 
 
 def test_zero_decimal_currency_price_is_taken_as_is(tmp_path: Path) -> None:
-    path = _write(tmp_path, TIERS + _product(price="1500", currency='"JPY"'))
+    path = write_catalog(tmp_path, TIERS + product_toml(price="1500", currency='"JPY"'))
 
     product = load_catalog(path).get("p1")
 
@@ -62,14 +42,14 @@ def test_zero_decimal_currency_price_is_taken_as_is(tmp_path: Path) -> None:
 
 
 def test_zero_decimal_currency_refuses_a_fraction(tmp_path: Path) -> None:
-    path = _write(tmp_path, TIERS + _product(price="1500.5", currency='"JPY"'))
+    path = write_catalog(tmp_path, TIERS + product_toml(price="1500.5", currency='"JPY"'))
 
     with pytest.raises(CatalogError, match=r"products\.p1\.price: 1500\.5 has more decimals"):
         load_catalog(path)
 
 
 def test_three_decimal_currency_price_uses_thousandths(tmp_path: Path) -> None:
-    path = _write(tmp_path, TIERS + _product(price="1.234", currency='"kwd"'))
+    path = write_catalog(tmp_path, TIERS + product_toml(price="1.234", currency='"kwd"'))
 
     product = load_catalog(path).get("p1")
 
@@ -78,14 +58,14 @@ def test_three_decimal_currency_price_uses_thousandths(tmp_path: Path) -> None:
 
 
 def test_three_decimal_currency_refuses_a_fourth_decimal(tmp_path: Path) -> None:
-    path = _write(tmp_path, TIERS + _product(price="1.2345", currency='"KWD"'))
+    path = write_catalog(tmp_path, TIERS + product_toml(price="1.2345", currency='"KWD"'))
 
     with pytest.raises(CatalogError, match=r"products\.p1\.price"):
         load_catalog(path)
 
 
 def test_price_as_string_is_read_exactly(tmp_path: Path) -> None:
-    path = _write(tmp_path, TIERS + _product(price='"19.90"'))
+    path = write_catalog(tmp_path, TIERS + product_toml(price='"19.90"'))
 
     product = load_catalog(path).get("p1")
 
@@ -96,34 +76,34 @@ def test_price_as_string_is_read_exactly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key", "reason"),
     [
-        (TIERS + _product(currency='"XXX"'), "products.p1.currency", "unknown currency"),
-        (TIERS + _product(price="-1.00"), "products.p1.price", "must be positive"),
-        (TIERS + _product(price="0"), "products.p1.price", "must be positive"),
+        (TIERS + product_toml(currency='"XXX"'), "products.p1.currency", "unknown currency"),
+        (TIERS + product_toml(price="-1.00"), "products.p1.price", "must be positive"),
+        (TIERS + product_toml(price="0"), "products.p1.price", "must be positive"),
         # A float-typed price would silently become 9.998999...; the extra digit is refused.
-        (TIERS + _product(price="9.999"), "products.p1.price", "more decimals than USD"),
-        (TIERS + _product(price="true"), "products.p1.price", "must be a decimal number"),
-        (TIERS + _product(price="nan"), "products.p1.price", "not a finite amount"),
-        (TIERS + _product() + _product(), "products.p1.id", "duplicate product id"),
-        (TIERS + _product(tier='"gold"'), "products.p1.tier", "unknown tier 'gold'"),
-        (TIERS + _product(id="<omit>"), "products[0].id", "must match"),
-        (TIERS + _product(id='"Bad Id"'), "products[0].id", "must match"),
-        (TIERS + _product(name="<omit>"), "products.p1.name", "non-empty string"),
-        (TIERS + _product(price="<omit>"), "products.p1.price", "got None"),
-        (TIERS + _product(currency="<omit>"), "products.p1.currency", "unknown currency"),
-        (TIERS + _product(tier="<omit>"), "products.p1.tier", "unknown tier None"),
-        (TIERS + _product(addons="[1, 2]"), "products.p1.addons", "list of strings"),
-        (TIERS + _product(description="5"), "products.p1.description", "must be a string"),
+        (TIERS + product_toml(price="9.999"), "products.p1.price", "more decimals than USD"),
+        (TIERS + product_toml(price="true"), "products.p1.price", "must be a decimal number"),
+        (TIERS + product_toml(price="nan"), "products.p1.price", "not a finite amount"),
+        (TIERS + product_toml() + product_toml(), "products.p1.id", "duplicate product id"),
+        (TIERS + product_toml(tier='"gold"'), "products.p1.tier", "unknown tier 'gold'"),
+        (TIERS + product_toml(id="<omit>"), "products[0].id", "must match"),
+        (TIERS + product_toml(id='"Bad Id"'), "products[0].id", "must match"),
+        (TIERS + product_toml(name="<omit>"), "products.p1.name", "non-empty string"),
+        (TIERS + product_toml(price="<omit>"), "products.p1.price", "got None"),
+        (TIERS + product_toml(currency="<omit>"), "products.p1.currency", "unknown currency"),
+        (TIERS + product_toml(tier="<omit>"), "products.p1.tier", "unknown tier None"),
+        (TIERS + product_toml(addons="[1, 2]"), "products.p1.addons", "list of strings"),
+        (TIERS + product_toml(description="5"), "products.p1.description", "must be a string"),
         (TIERS, "products", "at least one [[products]]"),
         ('products = ["pro"]\n' + TIERS, "products[0]", "must be a table"),
-        ("tiers = 3\n" + _product(), "tiers", "must be a table"),
-        ("[tiers]\npro = 3\n" + _product(), "tiers.pro", "must be a table"),
-        ("[tiers.pro]\nseats = 0\n" + _product(), "tiers.pro.seats", "positive integer"),
+        ("tiers = 3\n" + product_toml(), "tiers", "must be a table"),
+        ("[tiers]\npro = 3\n" + product_toml(), "tiers.pro", "must be a table"),
+        ("[tiers.pro]\nseats = 0\n" + product_toml(), "tiers.pro.seats", "positive integer"),
     ],
 )
 def test_invalid_catalog_fails_naming_file_and_key(
     tmp_path: Path, text: str, key: str, reason: str
 ) -> None:
-    path = _write(tmp_path, text)
+    path = write_catalog(tmp_path, text)
 
     with pytest.raises(CatalogError) as err:
         load_catalog(path)
@@ -142,7 +122,7 @@ def test_missing_catalog_file_is_named(tmp_path: Path) -> None:
 
 
 def test_invalid_toml_catalog_is_named(tmp_path: Path) -> None:
-    path = _write(tmp_path, "[[products]\nid = \n")
+    path = write_catalog(tmp_path, "[[products]\nid = \n")
 
     with pytest.raises(CatalogError, match="invalid TOML") as err:
         load_catalog(path)

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from config.settings import LimitsSettings, Settings
 from gateway.http.errors import TooManyRequests, handlers
 from gateway.http.limits import BodyLimitMiddleware, RateLimiter
-from tests.conftest import running
+from tests.support.app import running
 
 
 def _echo_app(seen: list[int]) -> Starlette:

@@ -24,10 +24,10 @@ from gateway.http.request_id import RequestIdMiddleware
 from providers.base import CheckoutRequest, CheckoutSession
 from providers.errors import ProviderRejected
 from sandbox.provider import FakeProvider
-from tests.conftest import running
-from tests.processes.test_two_processes import WEBHOOK_SECRET, _session_event, _signed
+from tests.support.app import running
 from tests.support.issuer import deliver, fake_gateway, new_order
 from tests.support.license import new_license
+from tests.support.stripe import WEBHOOK_SECRET, session_event, sign_event
 
 SettingsFactory = Callable[..., Settings]
 LEAKY = "Invalid API Key provided: sk_test_****9876"
@@ -42,10 +42,7 @@ LEAKY = "Invalid API Key provided: sk_test_****9876"
         "/orders/ORD_0123456789ABCDEF0123",
     ],
 )
-async def test_order_status_for_an_id_not_in_our_shape_is_404(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, path: str
-) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
+async def test_order_status_for_an_id_not_in_our_shape_is_404(app: Starlette, path: str) -> None:
     async with running(app) as client:
         json_answer = await client.get(path + "?token=abc")
         html_answer = await client.get(path, headers={"accept": "text/html"})
@@ -57,9 +54,8 @@ async def test_order_status_for_an_id_not_in_our_shape_is_404(
 
 @pytest.mark.parametrize("order_id", ["ord_" + "b" * 60, "ord_\u0000abc", "x" * 300])
 async def test_signed_event_with_a_foreign_order_id_is_answered_2xx_not_500(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, order_id: str
+    app: Starlette, fake: FakeProvider, order_id: str
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         event = {
             "kind": "settled",
@@ -78,9 +74,8 @@ async def test_signed_event_with_a_foreign_order_id_is_answered_2xx_not_500(
 
 
 async def test_deeply_nested_json_on_checkout_is_400_not_500(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     body = b"[" * 100_000 + b"]" * 100_000
     async with running(app) as client:
         resp = await client.post(
@@ -100,9 +95,8 @@ async def test_deeply_nested_json_on_checkout_is_400_not_500(
 
 
 async def test_overlong_email_is_refused_before_validation(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         resp = await client.post("/checkout/stripe/pro", json={"email": "a" * 10_000 + "@x.io"})
         assert await Order.all().count() == 0
@@ -226,11 +220,8 @@ async def test_form_checkout_from_a_foreign_origin_is_403_and_creates_nothing(
     assert len(fake.created) == orders == (1 if status == 303 else 0)
 
 
-async def test_json_checkout_is_not_origin_checked(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
+async def test_json_checkout_is_not_origin_checked(app: Starlette) -> None:
     # A cross-site page cannot send JSON without a CORS preflight, which CORS governs.
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         resp = await client.post(
             "/checkout/stripe/pro",
@@ -269,10 +260,7 @@ async def test_checkout_flood_is_rate_limited_per_ip_and_per_email_with_retry_af
     assert len(fake.created) == 3
 
 
-async def test_existing_order_lookup_still_works(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
+async def test_existing_order_lookup_still_works(app: Starlette, catalog: Catalog) -> None:
     async with running(app) as client:
         order = await new_order(catalog)
         resp = await client.get(f"/orders/{order.id}?token={order.status_token}")
@@ -303,10 +291,10 @@ async def test_signed_stripe_session_with_a_foreign_reference_is_200_never_5xx(
     app = create_app(settings, catalog=catalog, run_migrations=False, run_mailer=False)
     async with running(app) as client:
         order = await new_order(catalog)
-        event = _session_event(order, "evt_foreign_reference", "checkout.session.completed")
+        event = session_event(order, "evt_foreign_reference", "checkout.session.completed")
         event["data"]["object"]["client_reference_id"] = reference
         event["data"]["object"]["metadata"] = {"order_id": reference}
-        body, headers = _signed(event)
+        body, headers = sign_event(event)
 
         # when it is delivered
         resp = await client.post("/webhooks/stripe", content=body, headers=headers)
@@ -338,9 +326,8 @@ LONE_SURROGATE_BODIES = [
     ],
 )
 async def test_json_with_a_lone_surrogate_is_400_on_every_json_route(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, path: str
+    app: Starlette, catalog: Catalog, path: str
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         license_ = await new_license(catalog)
         for body in LONE_SURROGATE_BODIES:

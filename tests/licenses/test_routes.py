@@ -12,14 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.routing import Route
 
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.db.models import Activation, License, LicenseStatus, Order
+from sandbox.provider import FakeProvider
 from sandbox.stripe.harness import StripeContractHarness
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order
 from tests.support.license import new_license
 
@@ -32,9 +34,8 @@ async def _post(client: httpx.AsyncClient, what: str, **body: Any) -> httpx.Resp
 
 
 async def test_validate_answers_valid_with_the_license_block(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
 
@@ -54,9 +55,8 @@ async def test_validate_answers_valid_with_the_license_block(
 
 
 async def test_unknown_or_impossible_key_is_not_found_without_license_block(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         await new_license(catalog)
         for key in ("ABCD-EFGH-JKMN-PQRS", "not a key at all", "0000-1111-OOOO-IIII"):
@@ -75,9 +75,8 @@ async def test_unknown_or_impossible_key_is_not_found_without_license_block(
 
 
 async def test_key_pasted_in_lower_case_with_spaces_and_dashes_matches(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
         pasted = f"  -{lic.key.lower().replace('-', ' - ')}-\n"
@@ -108,9 +107,8 @@ async def test_key_pasted_in_lower_case_with_spaces_and_dashes_matches(
     ],
 )
 async def test_malformed_body_is_422_naming_the_field(
-    body: bytes, field: str, db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    body: bytes, field: str, app: Starlette
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         for what in ("validate", "activate", "token", "deactivate"):
             if field == "label" and what != "activate":
@@ -125,9 +123,8 @@ async def test_malformed_body_is_422_naming_the_field(
 
 
 async def test_activate_requires_a_fingerprint_and_bounds_the_label(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
         missing = await _post(client, "activate", key=lic.key)
@@ -141,9 +138,8 @@ async def test_activate_requires_a_fingerprint_and_bounds_the_label(
 
 
 async def test_activate_then_same_fingerprint_again_keeps_one_seat(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
         before = await _post(client, "validate", key=lic.key, fingerprint="laptop-1")
@@ -169,9 +165,8 @@ async def test_activate_then_same_fingerprint_again_keeps_one_seat(
 
 
 async def test_seat_limit_then_deactivate_frees_a_seat_for_another_machine(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)  # pro tier: 3 seats
         for n in range(3):
@@ -197,10 +192,7 @@ async def test_seat_limit_then_deactivate_frees_a_seat_for_another_machine(
         assert sorted(seat.fingerprint for seat in seats) == ["m1", "m2", "m3"]
 
 
-async def test_token_refresh_needs_an_existing_activation(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
+async def test_token_refresh_needs_an_existing_activation(app: Starlette, catalog: Catalog) -> None:
     async with running(app) as client:
         lic = await new_license(catalog)
         none_yet = await _post(client, "token", key=lic.key, fingerprint="m1")
@@ -217,9 +209,8 @@ async def test_token_refresh_needs_an_existing_activation(
 
 
 async def test_revocation_shows_at_once_in_validate_activate_and_token(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         await deliver(client, fake, event(order))
@@ -244,9 +235,8 @@ async def test_revocation_shows_at_once_in_validate_activate_and_token(
 
 
 async def test_fifty_concurrent_activations_on_three_seats_give_exactly_three(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
 
@@ -260,9 +250,8 @@ async def test_fifty_concurrent_activations_on_three_seats_give_exactly_three(
 
 
 async def test_the_same_machine_activating_concurrently_takes_one_seat(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
 
@@ -323,10 +312,7 @@ async def test_rate_limit_per_key_spans_spellings_of_one_key(
 
 
 @pytest.mark.parametrize("what", POSTS)
-async def test_oversize_body_is_413(
-    what: str, db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
+async def test_oversize_body_is_413(what: str, app: Starlette) -> None:
     async with running(app) as client:
         resp = await client.post(
             f"/licenses/{what}",
@@ -339,12 +325,8 @@ async def test_oversize_body_is_413(
 
 
 async def test_keys_are_logged_masked_only(
-    db_url: str,
-    settings_factory: SettingsFactory,
-    catalog: Catalog,
-    caplog: pytest.LogCaptureFixture,
+    app: Starlette, catalog: Catalog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     # INFO: the gateway's own lines. (Tortoise's DEBUG logs every SQL parameter verbatim,
     # keys and emails included: a debugging aid, never for production.)
     caplog.set_level(logging.INFO)
@@ -359,9 +341,8 @@ async def test_keys_are_logged_masked_only(
 
 
 async def test_revoked_license_without_reason_still_answers(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
         await License.filter(id=lic.id).update(status=LicenseStatus.REVOKED)
@@ -418,7 +399,7 @@ async def test_stripe_refund_webhook_revokes_the_license_end_to_end(
 
 
 async def test_license_api_answers_are_counted_by_endpoint_and_status(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, catalog: Catalog
 ) -> None:
     from prometheus_client import REGISTRY
 
@@ -427,7 +408,6 @@ async def test_license_api_answers_are_counted_by_endpoint_and_status(
         return REGISTRY.get_sample_value("gateway_license_api_requests_total", labels) or 0.0
 
     before = (count("validate", "200"), count("activate", "422"), count("activate", "201"))
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         lic = await new_license(catalog)
         await _post(client, "validate", key=lic.key)

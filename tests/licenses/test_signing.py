@@ -30,7 +30,7 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.licenses.signing import KeyFileError, KeyStore, load_signer
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.license import new_license
 
 SettingsFactory = Callable[..., Settings]
@@ -280,6 +280,7 @@ def test_a_key_file_that_is_not_a_key_is_refused(
         create_app(settings, catalog=catalog, providers={})
 
 
+@pytest.mark.slow
 def test_verifier_is_stand_alone(tmp_path: Path) -> None:
     """Sellers copy one file: it must not import any of the gateway's packages."""
     verifier = Path(verify_license.__code__.co_filename)

@@ -26,12 +26,10 @@ from config.settings import MailSettings, Settings, SmtpSettings
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.db import database as db
-from gateway.db.models import EmailStatus, License, LicenseStatus, Order, OutboxEmail
+from gateway.db.models import EmailStatus, License, LicenseStatus, OutboxEmail
 from gateway.mail.outbox import Mailer, backoff
-from gateway.payments.apply import Applier
-from providers.events import PaymentSettled, ProviderName
-from tests.conftest import running
-from tests.support.issuer import deliver, event, fake_gateway, new_order
+from tests.support.app import running
+from tests.support.issuer import deliver, event, fake_gateway, new_order, settled_orders
 from tests.support.procs import free_port
 
 SettingsFactory = Callable[..., Settings]
@@ -87,26 +85,6 @@ def smtp_settings(settings_factory: SettingsFactory, db_url: str, port: int, **k
         ),
         **kw,
     )
-
-
-async def settled_orders(catalog: Catalog, count: int = 1) -> list[Order]:
-    """Orders settled through the real apply path (license + outbox row, one transaction)."""
-    applier = Applier(catalog, public_url="http://gateway.test")
-    orders = []
-    for _ in range(count):
-        order = await new_order(catalog)
-        settle = PaymentSettled(
-            provider=ProviderName.STRIPE,
-            provider_ref=order.provider_ref or "",
-            order_id=order.id,
-            dedupe_key=f"evt_{order.id}",
-            occurred_at=datetime.now(UTC),
-            amount_minor=order.amount_minor,
-            currency=order.currency,
-        )
-        await applier.apply(settle, b"{}")
-        orders.append(order)
-    return orders
 
 
 def parts(message: EmailMessage) -> dict[str, str]:

@@ -27,9 +27,8 @@ from config.catalog import Catalog
 from config.settings import MailSettings, Settings, SmtpSettings
 from gateway.db.models import EmailStatus, OutboxEmail
 from gateway.mail.outbox import Mailer
-from tests.conftest import running
-from tests.mail.test_outbox import settled_orders
-from tests.support.issuer import fake_gateway
+from tests.support.app import running
+from tests.support.issuer import fake_gateway, settled_orders
 from tests.support.procs import free_port
 
 ORDERS = 4

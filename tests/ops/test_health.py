@@ -6,13 +6,14 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+import pytest
 from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
-from tests.conftest import running
 from tests.support import dbutil
+from tests.support.app import running
 
 
 def _app(settings: Settings, catalog: Catalog) -> Starlette:
@@ -48,6 +49,8 @@ async def test_readyz_is_200_with_the_database_up(
     assert resp.json() == {"status": "ready", "database": "ok"}
 
 
+@pytest.mark.db
+@pytest.mark.postgres
 async def test_readyz_is_503_json_when_the_database_was_dropped_after_startup(
     settings_factory: Callable[..., Settings], catalog: Catalog
 ) -> None:
@@ -71,6 +74,7 @@ async def test_readyz_is_503_json_when_the_database_was_dropped_after_startup(
         await dbutil.drop_pg_database(name)
 
 
+@pytest.mark.db
 async def test_readyz_is_503_json_when_postgres_port_is_closed_and_app_still_starts(
     settings_factory: Callable[..., Settings], catalog: Catalog
 ) -> None:

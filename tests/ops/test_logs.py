@@ -15,7 +15,7 @@ from gateway.app import create_app
 from gateway.ops.context import request_id_var
 from gateway.ops.logs import AccessLogTokenFilter, RequestIdFilter, redact_path
 from sandbox.provider import FakeProvider
-from tests.conftest import running
+from tests.support.app import running
 
 
 @pytest.mark.parametrize(

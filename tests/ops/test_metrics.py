@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
@@ -19,7 +20,8 @@ from gateway.db.models import EmailStatus, OutboxEmail
 from gateway.ops.context import request_id_var
 from gateway.ops.logs import JsonFormatter, redact_keys, setup_logging
 from gateway.webhooks.alarm import SignatureAlarm
-from tests.conftest import running
+from sandbox.provider import FakeProvider
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order, results
 
 
@@ -37,9 +39,8 @@ def scraped(text: str, line_start: str) -> float:
 
 @pytest.mark.db
 async def test_webhook_moves_the_counters(
-    db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     before = {
         "received": sample("gateway_webhooks_received_total", provider="stripe"),
         "applied": sample("gateway_events_total", provider="stripe", outcome="applied"),
@@ -101,9 +102,8 @@ async def test_webhook_moves_the_counters(
 
 @pytest.mark.db
 async def test_outbox_gauge_counts_dead_emails(
-    db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         await deliver(client, fake, event(order))

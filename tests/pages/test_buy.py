@@ -1,5 +1,5 @@
 """The buyer pages through the real app (in-process): chooser, its form post, the status
-page's states, security headers and CORS. The browser tests (test_browser_pages.py) drive
+page's states, security headers and CORS. The browser tests (tests/browser/test_pages.py) drive
 the same pages in chromium."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
@@ -17,7 +18,7 @@ from gateway.db.models import EmailStatus, Order, OrderStatus, OutboxEmail
 from gateway.licenses.issuing import LICENSE_EMAIL
 from providers.events import ProviderName
 from sandbox.provider import FakeProvider
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order
 
 SettingsFactory = Callable[..., Settings]
@@ -183,10 +184,7 @@ async def test_chooser_checkout_is_rate_limited_per_email(
     assert int(answers[2].headers["retry-after"]) > 0
 
 
-async def test_every_html_answer_has_the_security_headers(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
-    app, _fake = fake_gateway(db_url, settings_factory, catalog)
+async def test_every_html_answer_has_the_security_headers(app: Starlette, catalog: Catalog) -> None:
     async with running(app) as client:
         order = await new_order(catalog)
         pages = [
@@ -333,10 +331,7 @@ async def test_status_page_states_in_buyer_words(
     assert f'data-poll="{0 if final else 1}"' in page
 
 
-async def test_cancelled_checkout_offers_to_try_again(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
+async def test_cancelled_checkout_offers_to_try_again(app: Starlette, catalog: Catalog) -> None:
     async with running(app) as client:
         order = await new_order(catalog)
         resp = await client.get(

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from starlette.applications import Starlette
+
 from config.catalog import Catalog
 from config.settings import Settings
 from gateway.db.models import OutboxEmail
 from gateway.licenses.issuing import LICENSE_EMAIL
 from gateway.mail.outbox import Mailer
 from gateway.pages.recover import recover_kind
-from tests.conftest import running
+from sandbox.provider import FakeProvider
+from tests.support.app import running
 from tests.support.issuer import BUYER, deliver, event, fake_gateway, new_order
 
 SettingsFactory = Callable[..., Settings]
@@ -24,9 +27,8 @@ def _answer_text(html: str) -> str:
 
 
 async def test_known_and_unknown_email_get_the_same_answer_and_only_known_get_mail(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         # given a buyer with two licenses
         first, second = await new_order(catalog), await new_order(catalog, product="enterprise")
@@ -53,9 +55,8 @@ async def test_known_and_unknown_email_get_the_same_answer_and_only_known_get_ma
 
 
 async def test_repeated_requests_queue_one_email_per_window_and_the_mailer_sends_it(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     settings = app.state.gateway.settings
     async with running(app) as client:
         order = await new_order(catalog)
@@ -85,10 +86,7 @@ async def test_recover_is_rate_limited_per_email(
     assert answers[2].headers["retry-after"].isdigit()
 
 
-async def test_invalid_email_is_explained_on_the_form(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
-) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog)
+async def test_invalid_email_is_explained_on_the_form(app: Starlette) -> None:
     async with running(app) as client:
         form = await client.get("/licenses/recover")
         bad = await client.post("/licenses/recover", data={"email": "nope"})

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
 from config.settings import Settings
@@ -31,8 +32,8 @@ from gateway.licenses.issuing import ALPHABET
 from providers.errors import ProviderUnavailable
 from providers.events import PaymentEvent, ProviderName
 from sandbox.provider import FakeProvider
-from tests.conftest import running
 from tests.support import dbutil
+from tests.support.app import running
 from tests.support.issuer import BUYER, deliver, event, fake_gateway, new_order, results
 
 SettingsFactory = Callable[..., Settings]
@@ -40,9 +41,8 @@ KEY_RE = re.compile(rf"^[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{3}}$")
 
 
 async def test_one_settle_issues_one_license_with_catalog_entitlements_and_one_email(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog, product="enterprise")
 
@@ -75,9 +75,8 @@ async def test_one_settle_issues_one_license_with_catalog_entitlements_and_one_e
 
 
 async def test_duplicate_settle_is_answered_200_and_issues_nothing_more(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         assert results(await deliver(client, fake, event(order))) == ["applied"]
@@ -93,9 +92,8 @@ async def test_duplicate_settle_is_answered_200_and_issues_nothing_more(
 
 
 async def test_pending_then_settled_walks_the_state_machine_forward(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
 
@@ -110,9 +108,8 @@ async def test_pending_then_settled_walks_the_state_machine_forward(
 
 @pytest.mark.parametrize("late", ["pending", "failed"])
 async def test_late_pending_or_failed_after_settled_does_not_regress(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog, late: str
+    app: Starlette, fake: FakeProvider, catalog: Catalog, late: str
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         await deliver(client, fake, event(order))
@@ -127,9 +124,8 @@ async def test_late_pending_or_failed_after_settled_does_not_regress(
 
 
 async def test_settlement_after_failure_or_expiry_still_settles(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         assert results(await deliver(client, fake, event(order, "failed"))) == ["applied"]
@@ -144,9 +140,8 @@ async def test_settlement_after_failure_or_expiry_still_settles(
 
 
 async def test_reversal_after_settle_revokes_license_with_reason_and_time(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         await deliver(client, fake, event(order))
@@ -166,9 +161,8 @@ async def test_reversal_after_settle_revokes_license_with_reason_and_time(
 
 
 async def test_refund_before_settle_arrives_ends_reversed_without_active_license(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
 
@@ -181,9 +175,8 @@ async def test_refund_before_settle_arrives_ends_reversed_without_active_license
 
 
 async def test_overpayment_still_settles(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
 
@@ -208,15 +201,14 @@ async def test_overpayment_still_settles(
     ],
 )
 async def test_mismatched_settlement_is_parked_and_issues_nothing(
-    db_url: str,
-    settings_factory: SettingsFactory,
+    app: Starlette,
+    fake: FakeProvider,
     catalog: Catalog,
     caplog: pytest.LogCaptureFixture,
     change: dict[str, Any],
     reason: str,
     status: str,
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)  # pro: 9.99 USD = 999 minor units
         assert order.amount_minor == 999
@@ -245,9 +237,8 @@ async def test_mismatched_settlement_is_parked_and_issues_nothing(
 
 
 async def test_unknown_order_id_is_parked_and_issues_nothing(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         # our id shape, but no such order (ids in other shapes are not ours: ignored)
@@ -265,9 +256,8 @@ async def test_unknown_order_id_is_parked_and_issues_nothing(
 
 
 async def test_settlement_from_another_provider_than_the_order_is_parked(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog, provider=ProviderName.BTCPAY)
 
@@ -279,9 +269,8 @@ async def test_settlement_from_another_provider_than_the_order_is_parked(
 
 
 async def test_license_key_clash_retries_with_a_new_key_instead_of_failing(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         first, second = await new_order(catalog), await new_order(catalog)
         await deliver(client, fake, event(first))
@@ -300,9 +289,8 @@ async def test_license_key_clash_retries_with_a_new_key_instead_of_failing(
 
 
 async def test_several_events_in_one_delivery_are_applied_in_order(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
 
@@ -472,10 +460,9 @@ async def test_refused_delivery_answers_503_and_does_not_occupy_the_dedupe_slot(
 
 
 async def test_settlement_without_a_payment_id_binds_reversals_to_its_checkout(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
     # given a provider whose checkout is the payment (a BTCPay invoice): no payment_ref
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         await deliver(client, fake, event(order, payment_ref=None))
@@ -493,9 +480,8 @@ async def test_settlement_without_a_payment_id_binds_reversals_to_its_checkout(
 
 
 async def test_reinstatement_never_settles_an_order_that_was_reversed_before_it_settled(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
         assert results(await deliver(client, fake, event(order, "reversed"))) == ["applied"]

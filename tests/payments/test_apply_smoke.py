@@ -9,7 +9,7 @@ from gateway.app import create_app
 from gateway.db.models import License, Order, OrderStatus, OutboxEmail
 from providers.events import ProviderName
 from sandbox.provider import FakeProvider
-from tests.conftest import running
+from tests.support.app import running
 
 
 async def test_checkout_then_settle_issues_one_license(

@@ -27,7 +27,7 @@ from providers.btcpay.greenfield import BTCPayProvider
 from sandbox.btcpay.harness import BTCPayGreenfieldHarness
 from sandbox.btcpay.payloads import Delivery
 from sandbox.btcpay.server import FakeBTCPay
-from tests.conftest import running
+from tests.support.app import running
 
 
 class Shop:

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+
+from starlette.applications import Starlette
 
 from config.catalog import Catalog
-from config.settings import Settings
 from gateway.db.models import InboxEvent, License, LicenseStatus, Order, OrderStatus, OutboxEmail
-from tests.conftest import running
-from tests.support.issuer import deliver, event, fake_gateway, new_order, results
-
-SettingsFactory = Callable[..., Settings]
+from sandbox.provider import FakeProvider
+from tests.support.app import running
+from tests.support.issuer import deliver, event, new_order, results
 
 
 async def test_same_settle_fifty_times_concurrently_issues_one_license_one_email(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         order = await new_order(catalog)
 
@@ -33,11 +31,10 @@ async def test_same_settle_fifty_times_concurrently_issues_one_license_one_email
 
 
 async def test_two_different_settle_events_for_one_order_concurrently_issue_one_license(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
     # Stripe sends checkout.session.completed and async_payment_succeeded for one payment:
     # two facts, two dedupe keys, one order.
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         orders = [await new_order(catalog) for _ in range(5)]
         deliveries = [
@@ -59,9 +56,8 @@ async def test_two_different_settle_events_for_one_order_concurrently_issue_one_
 
 
 async def test_settle_and_refund_racing_never_leave_an_active_license_on_a_reversed_order(
-    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+    app: Starlette, fake: FakeProvider, catalog: Catalog
 ) -> None:
-    app, fake = fake_gateway(db_url, settings_factory, catalog)
     async with running(app) as client:
         orders = [await new_order(catalog) for _ in range(10)]
         deliveries = [

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from starlette.applications import Starlette
 
 from config.catalog import Catalog
@@ -21,9 +20,9 @@ from gateway.state import AppState
 from providers.events import PaymentSettled, ProviderName
 from sandbox.provider import FakeProvider
 from sandbox.stripe.api import FakeStripe
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway
-from tests.support.stripe import stripe_gateway
+from tests.support.stripe import paid_without_webhook, stripe_gateway
 
 SettingsFactory = Callable[..., Settings]
 BODY = {"email": "buyer@example.com"}
@@ -38,17 +37,6 @@ def sample(name: str, **labels: str) -> float:
 def reconciler(app: Starlette) -> Reconciler:
     state: AppState = app.state.gateway
     return Reconciler(state.settings, state.providers, state.applier)
-
-
-async def paid_without_webhook(client: httpx.AsyncClient, fake: FakeStripe, age: timedelta) -> str:
-    """A checkout through HTTP, paid at Stripe, its webhook lost; the order `age` old."""
-    resp = await client.post("/checkout/stripe/pro", json=BODY)
-    assert resp.status_code == 201, resp.text
-    order = await Order.get(id=resp.json()["order_id"])
-    assert order.provider_ref is not None
-    fake.complete_session(order.provider_ref)  # signed, but never delivered
-    await Order.filter(id=order.id).update(created_at=datetime.now(UTC) - age)
-    return order.id
 
 
 def session_polls(fake: FakeStripe) -> Counter[str]:

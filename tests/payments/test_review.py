@@ -15,7 +15,7 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.cli import main
 from gateway.db.models import License, Order, OrderStatus, OutboxEmail
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order
 
 SettingsFactory = Callable[..., Settings]

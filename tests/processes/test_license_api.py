@@ -30,7 +30,7 @@ from tests.support.docs import DOCS, examples
 from tests.support.license import new_license
 from tests.support.procs import PYTHON, ROOT, Process, clean_env, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 EXAMPLES_PAGE = DOCS / "check-a-license.md"
 SAMPLE_URL = "http://127.0.0.1:8000"

@@ -20,7 +20,7 @@ from sandbox.stripe.api import FakeStripe
 from tests.support import dbutil
 from tests.support.procs import PYTHON, Process, clean_env, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 STORE = "FakeStore1111111111111111111111111111111111"
 
@@ -69,6 +69,7 @@ def _metric(text: str, prefix: str) -> float:
     return 0.0
 
 
+@pytest.mark.postgres
 def test_two_workers_on_postgres_sell_count_and_log_json(pg_url: str, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -217,6 +218,7 @@ def test_simulate_btcpay_settles_through_the_sandbox_and_explains_a_real_refusal
     assert "BTCPay sends no refund webhook" in refund.stderr
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_metrics_dir_set_by_the_operator_is_created_and_shared_with_cli_commands(
     pg_url: str, tmp_path: Path, workers: str

@@ -22,12 +22,12 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.db import database as db
 from gateway.db.models import License, Order, OutboxEmail
-from tests.processes.test_two_processes import WEBHOOK_SECRET, _session_event, _signed
 from tests.support import dbutil
 from tests.support.issuer import new_order
 from tests.support.procs import PYTHON, Process, clean_env, free_port
+from tests.support.stripe import WEBHOOK_SECRET, session_event, sign_event
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db, pytest.mark.postgres]
 
 ORDERS = 30
 COPIES = 3  # each of two settle events delivered three times: 180 deliveries
@@ -105,7 +105,7 @@ async def test_killed_backends_during_a_settle_storm_answer_503_not_500_and_stay
             ("checkout.session.async_payment_succeeded", "s"),
         ):
             deliveries += [
-                _signed(_session_event(order, f"evt_{prefix}_{order.id}", kind))
+                sign_event(session_event(order, f"evt_{prefix}_{order.id}", kind))
             ] * COPIES
 
     env = clean_env(

@@ -21,7 +21,7 @@ from config.settings import Settings
 from gateway.app import create_app
 from tests.support.procs import PYTHON, Process, clean_env, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 GIB = 1024**3
 MIB = 1024**2

@@ -21,11 +21,11 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.db import database as db
 from gateway.db.models import EmailStatus, License, OutboxEmail
-from tests.processes.test_two_processes import WEBHOOK_SECRET, _session_event, _signed
 from tests.support.issuer import new_order
 from tests.support.procs import PYTHON, Process, clean_env, free_port
+from tests.support.stripe import WEBHOOK_SECRET, session_event, sign_event
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 ORDERS = 150  # two distinct settle events each: 300 webhooks
 CONCURRENCY = 16
@@ -69,11 +69,11 @@ async def test_settle_storm_with_serve_and_send_mail_on_one_sqlite_file_has_no_5
     deliveries = []
     for order in orders:
         deliveries.append(
-            _signed(_session_event(order, f"evt_c_{order.id}", "checkout.session.completed"))
+            sign_event(session_event(order, f"evt_c_{order.id}", "checkout.session.completed"))
         )
         deliveries.append(
-            _signed(
-                _session_event(
+            sign_event(
+                session_event(
                     order, f"evt_s_{order.id}", "checkout.session.async_payment_succeeded"
                 )
             )

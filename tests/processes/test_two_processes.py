@@ -8,7 +8,6 @@ processes but the database, so only its unique constraints and row locks keep th
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -16,22 +15,19 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import stripe
 
 from config.catalog import Catalog
 from gateway.db.models import EmailStatus, InboxEvent, License, Order, OutboxEmail
-from providers.stripe.provider import SDK_API_VERSION
 from tests.support.issuer import new_order
 from tests.support.procs import free_port
+from tests.support.stripe import WEBHOOK_SECRET, session_event, sign_event
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-WEBHOOK_SECRET = "whsec_two_processes_test"
 ORDERS = 20
 DELIVERIES = 10  # per order: 5 of each of two distinct settle events
 STARTUP_SECONDS = 30.0
@@ -72,44 +68,6 @@ def _env(database_url: str, config: Path) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
     }
     return env
-
-
-def _session_event(order: Order, event_id: str, event_type: str) -> dict[str, Any]:
-    """A Stripe snapshot event as in shared/notes/stripe.md §7, for one of our orders."""
-    return {
-        "id": event_id,
-        "object": "event",
-        "api_version": SDK_API_VERSION,
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "id": order.provider_ref,
-                "object": "checkout.session",
-                "amount_subtotal": order.amount_minor,
-                "amount_total": order.amount_minor,
-                "client_reference_id": order.id,
-                "currency": order.currency.lower(),
-                "customer_email": order.buyer_email,
-                "livemode": False,
-                "metadata": {"order_id": order.id, "product": order.product_id},
-                "mode": "payment",
-                "payment_intent": f"pi_{order.id}",
-                "payment_status": "paid",
-                "status": "complete",
-                "url": None,
-            }
-        },
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-    }
-
-
-def _signed(event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    payload = json.dumps(event)
-    header = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
-    return payload.encode(), {"stripe-signature": header, "content-type": "application/json"}
 
 
 class Gateways:
@@ -189,11 +147,11 @@ async def test_two_processes_sharing_postgres_issue_one_license_and_one_email_pe
     # each delivered five times, alternating between the two processes
     deliveries: list[tuple[bytes, dict[str, str]]] = []
     for order in orders:
-        completed = _signed(
-            _session_event(order, f"evt_c_{order.id}", "checkout.session.completed")
+        completed = sign_event(
+            session_event(order, f"evt_c_{order.id}", "checkout.session.completed")
         )
-        succeeded = _signed(
-            _session_event(order, f"evt_s_{order.id}", "checkout.session.async_payment_succeeded")
+        succeeded = sign_event(
+            session_event(order, f"evt_s_{order.id}", "checkout.session.async_payment_succeeded")
         )
         deliveries += [completed, succeeded] * (DELIVERIES // 2)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,7 +15,8 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.app import create_app
 from gateway.db.models import Order, OrderStatus
-from providers.events import ProviderName
+from gateway.payments.apply import Applier
+from providers.events import PaymentSettled, ProviderName
 from sandbox.provider import FakeProvider
 
 BUYER = "buyer@example.com"
@@ -102,3 +104,23 @@ async def deliver(
 def results(resp: httpx.Response) -> list[str]:
     assert resp.status_code == 200, resp.text
     return [item["result"] for item in resp.json()["events"]]
+
+
+async def settled_orders(catalog: Catalog, count: int = 1) -> list[Order]:
+    """Orders settled through the real apply path (license + outbox row, one transaction)."""
+    applier = Applier(catalog, public_url="http://gateway.test")
+    orders = []
+    for _ in range(count):
+        order = await new_order(catalog)
+        settle = PaymentSettled(
+            provider=ProviderName.STRIPE,
+            provider_ref=order.provider_ref or "",
+            order_id=order.id,
+            dedupe_key=f"evt_{order.id}",
+            occurred_at=datetime.now(UTC),
+            amount_minor=order.amount_minor,
+            currency=order.currency,
+        )
+        await applier.apply(settle, b"{}")
+        orders.append(order)
+    return orders

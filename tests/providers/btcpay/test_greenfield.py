@@ -34,7 +34,7 @@ from providers.events import (
 )
 from sandbox.btcpay.harness import BTCPayGreenfieldHarness
 from sandbox.btcpay.payloads import Delivery, FakeInvoice
-from tests.conftest import running
+from tests.support.app import running
 
 
 class Env:

@@ -26,7 +26,7 @@ from gateway.state import AppState
 from providers.btcpay.legacy import BTCPayLegacyProvider
 from sandbox.btcpay.harness import BTCPayLegacyHarness
 from sandbox.btcpay.server import FakeBTCPay
-from tests.conftest import running
+from tests.support.app import running
 
 
 class LegacyShop:

@@ -26,7 +26,7 @@ from gateway.licenses.issuing import mask_key
 from gateway.mail.outbox import Mailer
 from gateway.payments.apply import Applier
 from providers.events import PaymentPending, PaymentSettled, ProviderName
-from tests.conftest import running
+from tests.support.app import running
 from tests.support.issuer import new_order
 
 pytestmark = pytest.mark.db
@@ -356,9 +356,8 @@ def test_reconcile_settles_a_stuck_order_and_exits_1_while_stripe_is_down(
 
     from sandbox.btcpay.server import FakeServerThread
     from sandbox.stripe.api import FakeStripe
-    from tests.payments.test_reconciler import paid_without_webhook
     from tests.support.procs import free_port
-    from tests.support.stripe import stripe_gateway
+    from tests.support.stripe import paid_without_webhook, stripe_gateway
 
     # given a Stripe order paid at (fake) Stripe an hour ago whose webhook never arrived
     fake = FakeStripe()
