@@ -33,7 +33,8 @@ from gateway.db.models import (
     Order,
     OrderStatus,
 )
-from gateway.licenses.issuing import KeyFactory, generate_key, issue_license
+from gateway.licenses.issuing import issue_license
+from gateway.licenses.keys import KeyFactory, generate_key
 from providers.events import (
     ActionableEvent,
     PaymentFailed,
