@@ -28,9 +28,16 @@ from tests.support.issuer import deliver, event, new_order
 from tests.support.procs import PYTHON, ROOT, Process, clean_env, free_port
 
 
+def _subcommands(group: click.Group) -> dict[str, click.Command]:
+    """The group's commands, through the group's own API: the CLI loads them lazily."""
+    ctx = click.Context(group)
+    found = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
-    for name, command in group.commands.items():
+    for name, command in _subcommands(group).items():
         found.append((*prefix, name))
         if isinstance(command, click.Group):
             found += _commands(command, (*prefix, name))
@@ -271,17 +278,17 @@ def test_every_command_and_option_in_the_readme_table_exists() -> None:
         for token in tokens:
             alternatives = token.split("|")
             if not isinstance(command, click.Group) or not all(
-                a in command.commands for a in alternatives
+                a in _subcommands(command) for a in alternatives
             ):
                 break
             paths = [(*p, a) for p in paths for a in alternatives]
-            command = command.commands[alternatives[0]]
+            command = _subcommands(command)[alternatives[0]]
         claimed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", span))
         for path in paths:
             sub: click.Command = cli
             for name in path:
                 assert isinstance(sub, click.Group)
-                sub = sub.commands[name]
+                sub = _subcommands(sub)[name]
             offered = {opt for param in sub.params for opt in param.opts}
             assert path, span
             assert claimed <= offered, (span, path, sorted(claimed - offered))
