@@ -7,10 +7,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 import uvicorn
 
+from config.settings import Settings
 from gateway.cli.common import log, settings_and_logging
 from gateway.cli.preflight import ping_providers, production_warnings
 from gateway.db import database as db
@@ -63,16 +65,8 @@ def serve(
         # Through the environment: with --workers, each worker loads its own settings.
         os.environ["GATEWAY_MAIL__SENDER_IN_SERVE"] = "false"
     settings = settings_and_logging()
-    for warning in production_warnings(settings, host=host):
-        log.warning("%s", warning)
-    # A refused API key or an unreachable provider is logged loudly; the server still starts
-    # (a provider outage must not keep the other provider's buyers out).
-    for check in asyncio.run(ping_providers(settings, seconds=5.0, include_disabled=False)):
-        if check.ok:
-            log.info("%s: %s", check.name, check.detail)
-        else:
-            log.error("%s: %s", check.name, check.detail)
-    options = {
+    _log_preflight(settings, host)
+    options: dict[str, Any] = {
         "host": host,
         "port": port,
         "proxy_headers": proxy_headers,
@@ -87,16 +81,32 @@ def serve(
         # Imported only now: importing the app creates the metric files, in that directory.
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **options)
         return
-    # Several workers: migrate once here (not N times at once), share metrics through files.
+    _serve_workers(settings, workers, options)
+
+
+def _log_preflight(settings: Settings, host: str) -> None:
+    for warning in production_warnings(settings, host=host):
+        log.warning("%s", warning)
+    # A refused API key or an unreachable provider is logged loudly; the server still starts
+    # (a provider outage must not keep the other provider's buyers out).
+    for check in asyncio.run(ping_providers(settings, seconds=5.0, include_disabled=False)):
+        if check.ok:
+            log.info("%s: %s", check.name, check.detail)
+        else:
+            log.error("%s: %s", check.name, check.detail)
+
+
+def _serve_workers(settings: Settings, workers: int, options: dict[str, Any]) -> None:
+    """Several workers: migrate once here (not N times at once), share metrics through files."""
     asyncio.run(db.migrate(settings.resolved_database_url))
     if settings.resolved_database_url.startswith("sqlite"):
         log.warning("--workers %d on SQLite: use PostgreSQL for several workers", workers)
     metrics_dir, created = _fresh_metrics_dir()
     log.info("%d workers; metrics shared through %s", workers, metrics_dir)
     try:
-        uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)
     finally:
         if created:
             shutil.rmtree(metrics_dir, ignore_errors=True)
