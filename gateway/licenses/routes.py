@@ -27,7 +27,7 @@ from gateway.http.limits import client_ip
 from gateway.licenses import inputs
 from gateway.licenses import seats as license_seats
 from gateway.licenses.keys import mask_key
-from gateway.licenses.seats import LicenseRevoked, LicenseView, SeatLimitReached
+from gateway.licenses.seats import LicenseRevoked, LicenseView, Seat, SeatLimitReached
 from gateway.licenses.signing import Signer
 from gateway.licenses.views import (
     NOT_ACTIVATED,
@@ -56,6 +56,17 @@ def _signer(request: Request) -> Signer:
 
 def _block(request: Request, view: LicenseView) -> dict[str, Any]:
     return license_block(view, _state(request).catalog)
+
+
+def _seat_answer(
+    request: Request, view: LicenseView, seat: Seat, fingerprint: str
+) -> dict[str, Any]:
+    """The seat, its license, and a fresh token for it."""
+    return {
+        "activation": seat_block(seat),
+        "license": _block(request, view),
+        **token_block(_signer(request), view, fingerprint),
+    }
 
 
 async def _read(request: Request) -> dict[str, Any]:
@@ -121,12 +132,7 @@ async def activate(request: Request) -> Response:
     if created:
         log.info("license %s: seat %s activated", mask_key(key), seat.id)
     return JSONResponse(
-        {
-            "activation": seat_block(seat),
-            "license": _block(request, view),
-            **token_block(_signer(request), view, fingerprint),
-        },
-        status_code=201 if created else 200,
+        _seat_answer(request, view, seat, fingerprint), status_code=201 if created else 200
     )
 
 
@@ -143,13 +149,7 @@ async def token(request: Request) -> Response:
         return refusal(403, "REVOKED", revoked_detail(view), block=_block(request, view))
     if seat is None:
         return refusal(404, "NOT_ACTIVATED", NOT_ACTIVATED)
-    return JSONResponse(
-        {
-            "activation": seat_block(seat),
-            "license": _block(request, view),
-            **token_block(_signer(request), view, fingerprint),
-        }
-    )
+    return JSONResponse(_seat_answer(request, view, seat, fingerprint))
 
 
 async def deactivate(request: Request) -> Response:
