@@ -9,13 +9,12 @@ from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 
 from config.catalog import Catalog, CatalogError, load_catalog
 from config.settings import Settings, load_settings
-from gateway.checkout.orders import order_status
-from gateway.checkout.service import checkout, purchase_options, render_purchase_options
+from gateway.checkout import routes as checkout
+from gateway.checkout.options import render_purchase_options
 from gateway.http.cors import ScopedCORSMiddleware
 from gateway.http.errors import handlers
 from gateway.http.limits import BodyLimitMiddleware, RateLimiter
@@ -27,8 +26,7 @@ from gateway.lifespan import lifespan
 from gateway.ops import routes as ops
 from gateway.ops.instrumented import InstrumentedProvider
 from gateway.ops.logs import install_filters
-from gateway.pages.buy import buy_page, buy_submit
-from gateway.pages.recover import recover_page, recover_submit
+from gateway.pages import routes as pages
 from gateway.payments.apply import Applier
 from gateway.state import AppState
 from gateway.webhooks.alarm import SignatureAlarm
@@ -124,23 +122,13 @@ def _state(
 
 
 def _routes() -> list[BaseRoute]:
-    """Every route, in matching order.
-
-    The checkout, webhook and page routes are listed here until their domains export route
-    lists of their own (as `gateway.licenses.routes.ROUTES` and `gateway.ops.routes` do).
-    """
+    """Every route, each domain's list in matching order (their paths do not overlap)."""
     return [
-        Route("/purchase-options/{product}", purchase_options, methods=["GET"]),
-        Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
+        *checkout.ROUTES,
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
-        Route("/orders/{order_id}", order_status, methods=["GET"]),
         *licenses.ROUTES,
         *ops.HEALTH_ROUTES,
-        Route("/buy/{product}", buy_page, methods=["GET"]),
-        Route("/buy/{product}", buy_submit, methods=["POST"]),
-        Route("/licenses/recover", recover_page, methods=["GET"]),
-        Route("/licenses/recover", recover_submit, methods=["POST"]),
-        Mount("/static", StaticFiles(packages=[("gateway.pages", "static")]), name="static"),
+        *pages.ROUTES,
         *ops.METRICS_ROUTES,
     ]
 

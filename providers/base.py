@@ -72,3 +72,17 @@ class PaymentProvider(Protocol):
     async def aclose(self) -> None:
         """Release HTTP clients and threads."""
         ...
+
+
+@runtime_checkable
+class UnsignedNotifications(Protocol):
+    """An optional capability: a provider whose notifications are unsigned (legacy BTCPay IPN).
+
+    Each one costs a signed provider call to trust, so the gateway asks first which checkout
+    a body claims to be about and drops those it never created, before any call is made.
+    Check for it with `isinstance(provider, UnsignedNotifications)`.
+    """
+
+    def unverified_ref(self, body: bytes) -> str | None:
+        """The checkout id `body` claims to be about (unverified), or None if it names none."""
+        ...

@@ -113,3 +113,104 @@ ActionableEvent = (
     | PaymentNeedsReview
 )
 PaymentEvent = ActionableEvent | Ignored
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventSubject:
+    """What every event about one checkout shares: which provider, checkout, order, when.
+
+    A provider builds it once per payload and asks it for events, so each event's own facts
+    are keyword arguments mypy checks, never a dict of fields splatted into a constructor.
+    """
+
+    provider: ProviderName
+    provider_ref: str
+    order_id: str | None
+    occurred_at: datetime
+    payment_ref: str | None = None
+
+    def pending(
+        self, *, dedupe_key: str, detail: str = "", amount_paid_minor: int | None = None
+    ) -> PaymentPending:
+        return PaymentPending(
+            provider=self.provider,
+            provider_ref=self.provider_ref,
+            order_id=self.order_id,
+            occurred_at=self.occurred_at,
+            payment_ref=self.payment_ref,
+            dedupe_key=dedupe_key,
+            detail=detail,
+            amount_paid_minor=amount_paid_minor,
+        )
+
+    def settled(
+        self, *, dedupe_key: str, amount_minor: int, currency: str, notes: tuple[str, ...] = ()
+    ) -> PaymentSettled:
+        return PaymentSettled(
+            provider=self.provider,
+            provider_ref=self.provider_ref,
+            order_id=self.order_id,
+            occurred_at=self.occurred_at,
+            payment_ref=self.payment_ref,
+            dedupe_key=dedupe_key,
+            amount_minor=amount_minor,
+            currency=currency,
+            notes=notes,
+        )
+
+    def failed(self, *, dedupe_key: str, reason: str, by_seller: bool = False) -> PaymentFailed:
+        return PaymentFailed(
+            provider=self.provider,
+            provider_ref=self.provider_ref,
+            order_id=self.order_id,
+            occurred_at=self.occurred_at,
+            payment_ref=self.payment_ref,
+            dedupe_key=dedupe_key,
+            reason=reason,
+            by_seller=by_seller,
+        )
+
+    def reversed(
+        self, *, dedupe_key: str, reason: str, settled_only: bool = False
+    ) -> PaymentReversed:
+        return PaymentReversed(
+            provider=self.provider,
+            provider_ref=self.provider_ref,
+            order_id=self.order_id,
+            occurred_at=self.occurred_at,
+            payment_ref=self.payment_ref,
+            dedupe_key=dedupe_key,
+            reason=reason,
+            settled_only=settled_only,
+        )
+
+    def reinstated(self, *, dedupe_key: str, reason: str) -> PaymentReinstated:
+        return PaymentReinstated(
+            provider=self.provider,
+            provider_ref=self.provider_ref,
+            order_id=self.order_id,
+            occurred_at=self.occurred_at,
+            payment_ref=self.payment_ref,
+            dedupe_key=dedupe_key,
+            reason=reason,
+        )
+
+    def needs_review(
+        self,
+        *,
+        dedupe_key: str,
+        reason: str,
+        amount_minor: int | None = None,
+        currency: str | None = None,
+    ) -> PaymentNeedsReview:
+        return PaymentNeedsReview(
+            provider=self.provider,
+            provider_ref=self.provider_ref,
+            order_id=self.order_id,
+            occurred_at=self.occurred_at,
+            payment_ref=self.payment_ref,
+            dedupe_key=dedupe_key,
+            reason=reason,
+            amount_minor=amount_minor,
+            currency=currency,
+        )

@@ -1,5 +1,6 @@
-"""Checkout: what a product can be bought with, and starting a purchase.
+"""Checkout: what a product can be bought with, starting a purchase, and its status.
 
-`GET /purchase-options/{product}`, `POST /checkout/{provider}/{product}` with its idempotent
-claim on the order, and the order status the buyer polls.
+`routes` (thin handlers and `ROUTES`) call `service` (the order and its provider checkout),
+`claim` (the idempotent claim on an order), `options` (the purchase-options document) and
+`orders` (the order status a buyer polls).
 """

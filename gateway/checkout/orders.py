@@ -1,7 +1,7 @@
-"""`GET /orders/{order_id}?token=...`: order status for the buyer, JSON or a small HTML page.
+"""The order status the buyer polls: an order found by its capability token, as JSON.
 
-The token is a capability: a wrong or missing token gets exactly the answer a nonexistent
-order gets, so order ids cannot be probed.
+The token is a capability: a wrong or missing token finds exactly what a nonexistent order
+finds (nothing), so order ids cannot be probed.
 """
 
 from __future__ import annotations
@@ -9,44 +9,29 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
+from config.catalog import Catalog
 from config.money import format_decimal
 from gateway.db.models import License, Order
-from gateway.pages.status import not_found_page, render_status_page
-from gateway.state import AppState
 from providers.ids import is_order_id
 
-_NOT_FOUND = {"error": "not_found", "detail": "no such order"}
 # Compared against when the order does not exist, so both paths do the same work.
 _NO_TOKEN = "x" * 32
 
 
-async def order_status(request: Request) -> Response:
-    state: AppState = request.app.state.gateway
-    html = prefers_html(request.headers.get("accept", ""))
-    order_id = request.path_params["order_id"]
+async def find_order(order_id: str, token: str) -> Order | None:
+    """The order if `token` is its status token, else None (also for no such order)."""
     # Only our id shape reaches the database: a long id (over the column), a NUL byte
     # (refused by PostgreSQL) or any junk is simply "no such order".
     order = await Order.get_or_none(id=order_id) if is_order_id(order_id) else None
-    token = request.query_params.get("token", "")
     expected = order.status_token if order is not None else _NO_TOKEN
     if order is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        if html:
-            return not_found_page(state.settings)
-        return JSONResponse(_NOT_FOUND, status_code=404)
-    if html:
-        # The buyer's page lives in gateway/pages/status.py; this module keeps the JSON.
-        cancelled = request.query_params.get("cancelled") == "1"
-        return await render_status_page(order, state, cancelled=cancelled)
-    doc = await order_json(order, state)
-    headers = {"cache-control": "no-store"}  # the body can hold a license key
-    return JSONResponse(doc, headers=headers)
+        return None
+    return order
 
 
-async def order_json(order: Order, state: AppState) -> dict[str, Any]:
-    product = state.catalog.get(order.product_id)
+async def order_json(order: Order, catalog: Catalog) -> dict[str, Any]:
+    """The order's status document, with its license (key included) once issued."""
+    product = catalog.get(order.product_id)
     doc: dict[str, Any] = {
         "order_id": order.id,
         "status": order.status.value,
@@ -67,21 +52,3 @@ async def order_json(order: Order, state: AppState) -> dict[str, Any]:
             "status": lic.status.value,
         }
     return doc
-
-
-def prefers_html(accept: str) -> bool:
-    """True when the client ranks text/html above JSON (a browser back from checkout)."""
-    best: dict[str, float] = {}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        best[media.lower()] = max(q, best.get(media.lower(), 0.0))
-    html = best.get("text/html", 0.0)
-    return html > 0 and html >= best.get("application/json", 0.0)

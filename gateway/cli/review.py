@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import click
 
-from gateway.cli import cli
+from config.catalog import load_catalog
 from gateway.cli.common import (
     emit_object,
     emit_table,
@@ -14,9 +15,11 @@ from gateway.cli.common import (
     settings_and_logging,
     with_db,
 )
+from gateway.payments.apply import Applier, Result
+from gateway.payments.review import needs_review
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.pass_context
 def review(ctx: click.Context) -> None:
     """Orders in needs_review and parked events (amount/currency mismatch, unknown order,
@@ -29,40 +32,10 @@ def review(ctx: click.Context) -> None:
 @json_option
 def review_list(as_json: bool) -> None:
     """List what needs review, oldest first: orders (type "order") and parked events."""
-    from gateway.db.models import InboxEvent, InboxOutcome, Order, OrderStatus
-
     settings = settings_and_logging()
 
     async def work() -> list[dict[str, Any]]:
-        orders = await Order.filter(status=OrderStatus.NEEDS_REVIEW).order_by("updated_at")
-        events = await InboxEvent.filter(outcome=InboxOutcome.PARKED).order_by("received_at", "id")
-        rows: list[dict[str, Any]] = [
-            {
-                "type": "order",
-                "id": o.id,
-                "received_at": o.updated_at.isoformat(timespec="seconds"),
-                "provider": o.provider,
-                "order_id": o.id,
-                "kind": o.status.value,
-                "event": o.provider_ref,
-                "reason": (o.review_reason or "").replace("\n", " "),
-            }
-            for o in orders
-        ]
-        rows += [
-            {
-                "type": "event",
-                "id": e.id,
-                "received_at": e.received_at.isoformat(timespec="seconds"),
-                "provider": e.provider,
-                "order_id": e.order_id,
-                "kind": e.kind,
-                "event": e.dedupe_key,
-                "reason": e.detail.replace("\n", " "),
-            }
-            for e in events
-        ]
-        return rows
+        return [asdict(item) for item in await needs_review()]
 
     rows = with_db(settings, work)
     emit_table(
@@ -86,9 +59,6 @@ def review_list(as_json: bool) -> None:
 @json_option
 def review_resolve(order_id: str, decision: str | None, reason: str, as_json: bool) -> None:
     """Decide a needs_review order after checking the payment at the provider."""
-    from config.catalog import load_catalog
-    from gateway.payments.apply import Applier, Result
-
     if decision is None:
         raise click.UsageError("say --issue or --dismiss")
     settings = settings_and_logging()

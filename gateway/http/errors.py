@@ -4,7 +4,6 @@ GatewayError(status, code)            -> {"error": code, "detail": text}
 ├── NotFound                  404
 ├── Forbidden                 403   (a form post from a foreign origin)
 ├── InvalidRequest            422   (names the field)
-├── Conflict                  409
 ├── PayloadTooLarge           413
 ├── TooManyRequests           429   (with Retry-After)
 └── ServiceUnavailable        503
@@ -66,11 +65,6 @@ class Forbidden(GatewayError):
 class InvalidRequest(GatewayError):
     status_code = 422
     code = "invalid_request"
-
-
-class Conflict(GatewayError):
-    status_code = 409
-    code = "conflict"
 
 
 class PayloadTooLarge(GatewayError):

@@ -1,4 +1,4 @@
-"""Request guards shared by every route: a body-size cap, rate limits, form origins.
+"""Request limits shared by every route: a body-size cap and rate limits.
 
 One mechanism, configured per route family (`settings.limits`), so webhooks, checkout, the
 license API and the buyer forms are bounded the same way:
@@ -9,10 +9,9 @@ license API and the buyer forms are bounded the same way:
 - `RateLimiter` wraps the `limits` library (sliding window counter: two counters per key,
   O(1) per hit, so it costs the same at any budget); in memory by default, in Redis
   when `GATEWAY_REDIS_URL` is set so several workers share one budget. Identifiers (emails,
-  license keys) are hashed before they reach the store.
-- `check_form_origin` refuses a browser form post from a site that is not the seller's
-  (cross-site auto-submitted forms would otherwise create orders and provider checkouts).
-- `check_length` bounds a client string before anything expensive validates it.
+  license keys) are hashed before they reach the store; `client_ip` names the caller.
+
+Which sites may post our forms is `gateway/http/origins.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import json
 import math
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
@@ -30,11 +28,10 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from config.settings import LimitsSettings, Settings
-from gateway.http.errors import Forbidden, InvalidRequest, PayloadTooLarge, TooManyRequests
+from config.settings import LimitsSettings
+from gateway.http.errors import PayloadTooLarge, TooManyRequests
 
 WEBHOOK_PREFIX = "/webhooks/"
-# RFC 5321's path limit, and the width of the email columns.
 
 
 def _too_large(cap: int) -> list[Message]:
@@ -53,6 +50,11 @@ def _too_large(cap: int) -> list[Message]:
         },
         {"type": "http.response.body", "body": body},
     ]
+
+
+async def _refuse(send: Send, cap: int) -> None:
+    for message in _too_large(cap):
+        await send(message)
 
 
 class BodyLimitMiddleware:
@@ -79,8 +81,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = cap + 1  # unparseable: treat as over the cap
                 if declared > cap:
-                    for message in _too_large(cap):
-                        await send(message)
+                    await _refuse(send, cap)
                     return
             elif name == b"transfer-encoding":
                 chunked = True
@@ -89,6 +90,10 @@ class BodyLimitMiddleware:
             # enforces it): nothing to count, so the hot GETs pay no wrapper.
             await self.app(scope, receive, send)
             return
+        await self._counted(scope, receive, send, cap)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
+        """Run the app on a chunked body, counting its bytes as the handler reads them."""
         received = 0
         started = False
 
@@ -112,8 +117,7 @@ class BodyLimitMiddleware:
             await self.app(scope, counted_receive, tracking_send)
         except PayloadTooLarge:
             if not started:
-                for message in _too_large(cap):
-                    await send(message)
+                await _refuse(send, cap)
 
 
 def _hash(identifier: str) -> str:
@@ -166,69 +170,3 @@ def client_ip(scope_or_request: Any) -> str:
     """The caller's address (the proxy's, unless `serve --proxy-headers` rewrote it)."""
     client = getattr(scope_or_request, "client", None)
     return client.host if client else "unknown"
-
-
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def origin_of(url: str) -> str | None:
-    """`scheme://host[:port]`, lower-cased, default port dropped; None if not http(s)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[scheme] else "")
-
-
-def allowed_form_origins(settings: Settings) -> set[str]:
-    """The seller's own sites (`allowed_origins`) plus the gateway's public origin."""
-    origins = {origin_of(o) for o in [*settings.allowed_origins, settings.public_url]}
-    return {o for o in origins if o is not None}
-
-
-def form_origin_allowed(request: Any, settings: Settings) -> bool:
-    """Did this browser post come from our own pages or a seller site in settings?
-
-    A browser always names the origin of a cross-site POST (`Origin`, or at least
-    `Referer`); a client that sends neither is not a browser, so not CSRF, and passes.
-    `Origin: null` (sandboxed frame, file://) is never allowed.
-    """
-    raw = request.headers.get("origin")
-    if raw is None:
-        raw = request.headers.get("referer")
-        if raw is None:
-            return True
-    origin = origin_of(raw)
-    return origin is not None and origin in allowed_form_origins(settings)
-
-
-def check_form_origin(request: Any, settings: Settings) -> None:
-    """Raise `Forbidden` (403) for a form post whose Origin/Referer is another site.
-
-    Only form-encoded bodies: a browser sends those cross-site without a CORS preflight,
-    JSON it does not.
-    """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in _FORM_TYPES and not form_origin_allowed(request, settings):
-        raise Forbidden(
-            "this form must be posted from the seller's own site", code="origin_not_allowed"
-        )
-
-
-def check_length(value: str, field: str, max_chars: int) -> str:
-    """`value` unchanged if at most `max_chars` long, else 422 naming the field.
-
-    Called before any validator: the body cap bounds a field to a few KiB already, and
-    this keeps validators (e-mail/IDNA parsing, ...) to sizes where they cost nothing.
-    """
-    if len(value) > max_chars:
-        raise InvalidRequest(f"{field}: at most {max_chars} characters", field=field)
-    return value

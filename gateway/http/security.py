@@ -15,7 +15,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
-from gateway.http.limits import origin_of
+from gateway.http.origins import origin_of
 
 STRIPE_DEFAULT_API = "https://api.stripe.com"
 STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"

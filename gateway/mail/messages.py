@@ -1,4 +1,5 @@
-"""The license email: plain text and HTML, built once when the license is issued."""
+"""The buyer's emails, plain text and HTML: the license email (built once when the license
+is issued) and the lost-key recovery list."""
 
 from __future__ import annotations
 
@@ -59,3 +60,35 @@ def license_email(
     # Line breaks would be refused as a header at send time, long after the settlement.
     subject = subject_line(" ".join(product.name.split()))
     return EmailContent(subject=subject, text=text, html=html)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredLicense:
+    """One line of a recovery email: a license and the order page that shows its key."""
+
+    product_name: str
+    bought: str  # ISO date
+    active: bool
+    status_url: str
+
+
+_RECOVERY_OUTRO = (
+    "Each link opens the order page that shows the license key. If you did not ask "
+    "for this email, you can ignore it."
+)
+
+
+def recovery_email(*, shop: str, licenses: list[RecoveredLicense]) -> EmailContent:
+    intro = f"Someone (hopefully you) asked {shop} to send the licenses bought with this address."
+    lines: list[str] = []
+    items: list[str] = []
+    for lic in licenses:
+        state_word = "active" if lic.active else "revoked"
+        lines.append(f"- {lic.product_name} (bought {lic.bought}, {state_word}): {lic.status_url}")
+        items.append(
+            f"<li>{escape(lic.product_name)} (bought {escape(lic.bought)}, {state_word}): "
+            f'<a href="{escape(lic.status_url, quote=True)}">order page with your key</a></li>'
+        )
+    text = f"{intro}\n\n" + "\n".join(lines) + f"\n\n{_RECOVERY_OUTRO}\n"
+    html = f"<p>{escape(intro)}</p><ul>{''.join(items)}</ul><p>{_RECOVERY_OUTRO}</p>"
+    return EmailContent(subject=f"Your licenses from {shop}"[:SUBJECT_MAX], text=text, html=html)

@@ -11,7 +11,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from gateway.ops import metrics
-from providers.base import CheckoutRequest, CheckoutSession, PaymentProvider
+from providers.base import (
+    CheckoutRequest,
+    CheckoutSession,
+    PaymentProvider,
+    UnsignedNotifications,
+)
 from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
@@ -43,6 +48,10 @@ class InstrumentedProvider:
     def __init__(self, inner: PaymentProvider) -> None:
         self.inner = inner
         self.name: ProviderName = inner.name
+        # An optional capability is an attribute of the proxy itself: `isinstance` against a
+        # runtime-checkable protocol does not look through `__getattr__` (Python >= 3.12).
+        if isinstance(inner, UnsignedNotifications):
+            self.unverified_ref = inner.unverified_ref
 
     async def _timed(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()

@@ -8,6 +8,7 @@ in a fresh rendering when it changes, until a final state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.responses import HTMLResponse
@@ -59,47 +60,78 @@ def _contact(settings: Settings) -> str:
     return f"If you need help, contact {settings.shop.name}."
 
 
-def _view(order: Order, lic: License | None, settings: Settings, *, cancelled: bool) -> View:
-    amount = price_text(order.amount_minor, order.currency)
-    again = Link(f"/buy/{order.product_id}", "Start a new order")
-    pay = [Link(order.checkout_url, "Go to the payment page")] if order.checkout_url else []
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What the page's view is chosen from."""
+
+    order: Order
+    lic: License | None
+    settings: Settings
+    cancelled: bool  # back from the provider's "cancel" link
+
+    @property
+    def pay(self) -> list[Link]:
+        order = self.order
+        return [Link(order.checkout_url, "Go to the payment page")] if order.checkout_url else []
+
+    @property
+    def again(self) -> Link:
+        return Link(f"/buy/{self.order.product_id}", "Start a new order")
+
+    @property
+    def part_paid(self) -> bool:
+        paid: int = self.order.paid_minor or 0
+        amount: int = self.order.amount_minor
+        return 0 < paid < amount
+
+
+def _part_paid(seen: _Seen) -> View:
+    order = seen.order
     paid = order.paid_minor or 0
-    status = order.status
-    if status in (OrderStatus.CREATED, OrderStatus.PENDING) and 0 < paid < order.amount_minor:
-        due = price_text(order.amount_minor - paid, order.currency)
-        return View(
-            "Part of your payment has arrived",
-            "wait",
-            True,
-            [
-                f"We received {price_text(paid, order.currency)} of {amount}. {due} is still due.",
-                "Pay the rest on the payment page before it expires; your license is issued "
-                "as soon as the full amount is confirmed.",
-                _contact(settings),
-            ],
-            pay,
-        )
-    if status == OrderStatus.CREATED and cancelled:
+    amount = price_text(order.amount_minor, order.currency)
+    due = price_text(order.amount_minor - paid, order.currency)
+    return View(
+        "Part of your payment has arrived",
+        "wait",
+        True,
+        [
+            f"We received {price_text(paid, order.currency)} of {amount}. {due} is still due.",
+            "Pay the rest on the payment page before it expires; your license is issued "
+            "as soon as the full amount is confirmed.",
+            _contact(seen.settings),
+        ],
+        seen.pay,
+    )
+
+
+def _created(seen: _Seen) -> View:
+    if seen.part_paid:
+        return _part_paid(seen)
+    if seen.cancelled:
         return View(
             "Payment cancelled",
             "bad",
             True,
             ["You left the payment page, so nothing was charged.", "You can try again:"],
             [
-                *[Link(link.href, "Return to the payment page") for link in pay],
-                Link(f"/buy/{order.product_id}", "Choose another way to pay"),
+                *[Link(link.href, "Return to the payment page") for link in seen.pay],
+                Link(f"/buy/{seen.order.product_id}", "Choose another way to pay"),
             ],
         )
-    if status == OrderStatus.CREATED:
-        return View(
-            "Waiting for your payment",
-            "wait",
-            True,
-            ["We have not seen your payment yet. This page updates as soon as it arrives."],
-            pay,
-        )
-    if status == OrderStatus.PENDING and order.provider == "btcpay":
-        minutes = CONFIRM_MINUTES.get(settings.btcpay.speed_policy, 10)
+    return View(
+        "Waiting for your payment",
+        "wait",
+        True,
+        ["We have not seen your payment yet. This page updates as soon as it arrives."],
+        seen.pay,
+    )
+
+
+def _pending(seen: _Seen) -> View:
+    if seen.part_paid:
+        return _part_paid(seen)
+    if seen.order.provider == "btcpay":
+        minutes = CONFIRM_MINUTES.get(seen.settings.btcpay.speed_policy, 10)
         return View(
             "Payment seen, confirming on the blockchain",
             "wait",
@@ -110,49 +142,63 @@ def _view(order: Order, lic: License | None, settings: Settings, *, cancelled: b
                 "You can close this page: the key is also emailed to you.",
             ],
         )
-    if status == OrderStatus.PENDING:
-        return View(
-            "Payment is processing",
-            "wait",
-            True,
-            [
-                "Your payment was accepted and is being processed by your bank; some "
-                "methods take a few days. Your license key appears here when it is done "
-                "and is emailed to you.",
-            ],
-        )
-    if status == OrderStatus.SETTLED and lic is not None and lic.status == LicenseStatus.ACTIVE:
-        return View(f"{PAID_WORDS.get(order.provider, 'Paid')}: thank you!", "ok", False)
-    if status == OrderStatus.SETTLED and lic is None:
+    return View(
+        "Payment is processing",
+        "wait",
+        True,
+        [
+            "Your payment was accepted and is being processed by your bank; some "
+            "methods take a few days. Your license key appears here when it is done "
+            "and is emailed to you.",
+        ],
+    )
+
+
+def _settled(seen: _Seen) -> View:
+    if seen.lic is None:
         return View(
             "Paid: preparing your license",
             "wait",
             True,
             ["Your payment is complete; your license key appears here in a moment."],
         )
-    if status == OrderStatus.REVERSED or lic is not None:
-        return View(
-            "Payment refunded, license revoked",
-            "bad",
-            False,
-            [
-                "This payment was refunded or disputed, so the license below no longer works.",
-                _contact(settings),
-            ],
-            [again],
-        )
-    if status == OrderStatus.NEEDS_REVIEW:
-        return View(
-            "Your payment needs a manual check",
-            "wait",
-            False,
-            [
-                "Your payment arrived, but something about it (for example the amount or its "
-                "timing) needs the seller to look at it before a license is issued. "
-                "You do not need to pay again.",
-                _contact(settings),
-            ],
-        )
+    if seen.lic.status == LicenseStatus.ACTIVE:
+        return View(f"{PAID_WORDS.get(seen.order.provider, 'Paid')}: thank you!", "ok", False)
+    return _reversed(seen)
+
+
+def _reversed(seen: _Seen) -> View:
+    return View(
+        "Payment refunded, license revoked",
+        "bad",
+        False,
+        [
+            "This payment was refunded or disputed, so the license below no longer works.",
+            _contact(seen.settings),
+        ],
+        [seen.again],
+    )
+
+
+def _needs_review(seen: _Seen) -> View:
+    if seen.lic is not None:
+        return _reversed(seen)
+    return View(
+        "Your payment needs a manual check",
+        "wait",
+        False,
+        [
+            "Your payment arrived, but something about it (for example the amount or its "
+            "timing) needs the seller to look at it before a license is issued. "
+            "You do not need to pay again.",
+            _contact(seen.settings),
+        ],
+    )
+
+
+def _failed(seen: _Seen) -> View:
+    if seen.lic is not None:
+        return _reversed(seen)
     return View(
         "Payment failed or expired",
         "bad",
@@ -160,10 +206,27 @@ def _view(order: Order, lic: License | None, settings: Settings, *, cancelled: b
         [
             "No payment was completed for this order before it expired, so no license was "
             "issued. If you paid and the money left your account, do not pay again.",
-            _contact(settings),
+            _contact(seen.settings),
         ],
-        [again],
+        [seen.again],
     )
+
+
+# One row per order status, read like the state diagram: created -> pending -> settled ->
+# reversed, created/pending -> failed, and needs_review where a human must decide.
+_VIEWS: dict[OrderStatus, Callable[[_Seen], View]] = {
+    OrderStatus.CREATED: _created,
+    OrderStatus.PENDING: _pending,
+    OrderStatus.SETTLED: _settled,
+    OrderStatus.REVERSED: _reversed,
+    OrderStatus.NEEDS_REVIEW: _needs_review,
+    OrderStatus.FAILED: _failed,
+}
+
+
+def _view(order: Order, lic: License | None, settings: Settings, *, cancelled: bool) -> View:
+    seen = _Seen(order=order, lic=lic, settings=settings, cancelled=cancelled)
+    return _VIEWS.get(order.status, _failed)(seen)
 
 
 async def render_status_page(order: Order, state: AppState, *, cancelled: bool) -> HTMLResponse:

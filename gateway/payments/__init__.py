@@ -1,5 +1,6 @@
 """Payments: the one apply path every normalised event takes, webhook or reconciler.
 
-The order state machine and its transitions, the integrity checks that park an order for
-review, and the reconciler that asks providers about orders their webhooks left unfinished.
+`apply` (the transaction), `transitions` (the order state machine, one row per event type),
+`integrity` (the checks that park an event or an order for review), `inbox`, `review` (what
+needs a human and the decision), and the `reconciler` with its `schedule`.
 """

@@ -2,7 +2,7 @@
 
 A paid order whose webhook was lost (BTCPay's retry queue dies with a restart, Stripe gives
 up after three days, a mis-pointed endpoint, legacy BTCPay never notifies a late payment)
-would otherwise stay `created` forever. Each pass:
+would otherwise stay `created` forever. Each pass (the schedule lives in `schedule`):
 
     candidates  created/pending orders older than `reconcile_after_minutes`, failed and
                 needs_review BTCPay ones within the horizon (late crypto payments, a seller's
@@ -29,22 +29,44 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from tortoise.expressions import Q
-
 from config.settings import Settings
-from gateway.db.models import Order, OrderStatus
+from gateway.db.models import Order
 from gateway.ops import metrics
 from gateway.payments.apply import Applier, Result
+from gateway.payments.schedule import OPEN, Schedule
 from providers.base import PaymentProvider
 from providers.errors import ProviderRejected, ProviderUnavailable
-from providers.events import Ignored, PaymentFailed, PaymentPending, ProviderName
+from providers.events import (
+    ActionableEvent,
+    Ignored,
+    PaymentFailed,
+    PaymentPending,
+    ProviderName,
+)
 
 log = logging.getLogger(__name__)
 
-_OPEN = (OrderStatus.CREATED, OrderStatus.PENDING)
-# Providers where money can arrive after the checkout failed (an expired BTCPay invoice
-# still has its address); an expired Stripe session can no longer be paid.
-_LATE_PAYMENTS = (ProviderName.BTCPAY.value,)
+
+async def _poll(order: Order, provider: PaymentProvider) -> ActionableEvent | None:
+    """The provider's answer about the order, if it is one to apply to this order."""
+    assert order.provider_ref is not None  # the schedule only has orders with one
+    event = await provider.fetch_status(order.provider_ref)
+    if event is None or isinstance(event, Ignored):
+        return None
+    if event.order_id is None:
+        event = replace(event, order_id=order.id)
+    if event.order_id != order.id:
+        # The checkout names another order: never apply it to either.
+        log.warning(
+            "reconciler: %s %s names order %r, not %s; skipped",
+            order.provider,
+            order.provider_ref,
+            event.order_id,
+            order.id,
+            extra={"provider": order.provider, "order_id": order.id},
+        )
+        return None
+    return event
 
 
 @dataclass(slots=True)
@@ -69,6 +91,11 @@ class Reconciler:
         self.conf = settings.reconcile
         self.providers = providers
         self.applier = applier
+        self.schedule = Schedule(
+            settings.reconcile,
+            stuck_after_minutes=settings.reconcile_after_minutes,
+            providers=providers,
+        )
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """A pass every `interval_seconds` until `stop` is set; errors are logged, not fatal.
@@ -100,11 +127,11 @@ class Reconciler:
         report = PassReport()
         now = datetime.now(UTC)
         down: set[str] = set()
-        for order in await self._candidates(now):
+        for order in await self.schedule.due(now):
             if order.provider in down:
                 continue
             provider = self._provider(order.provider)
-            if provider is None or not await self._claim(order, now):
+            if provider is None or not await self.schedule.claim(order, now):
                 continue
             try:
                 await self._reconcile(order, provider, now, report)
@@ -112,7 +139,7 @@ class Reconciler:
                 # One outage, one back-off: the rest of this provider's orders wait too.
                 down.add(order.provider)
                 report.unavailable.append(order.provider)
-                await self._back_off(order, now)
+                await self.schedule.back_off(order, now)
                 log.warning(
                     "reconciler: %s unavailable (%s); backing off",
                     order.provider,
@@ -121,7 +148,7 @@ class Reconciler:
                 )
             except ProviderRejected as exc:
                 report.errors += 1
-                await self._reschedule(order, now)
+                await self.schedule.again_later(order, now)
                 log.warning(
                     "reconciler: %s refused the status of order %s: %s",
                     order.provider,
@@ -129,30 +156,10 @@ class Reconciler:
                     exc,
                     extra={"provider": order.provider, "order_id": order.id},
                 )
-        report.expired += await self._expire_without_checkout(now)
+        report.expired += await self.schedule.fail_without_checkout(now)
         outcome = "error" if report.unavailable or report.errors else "ok"
         metrics.RECONCILER_PASSES.labels(outcome).inc()
         return report
-
-    async def _expire_without_checkout(self, now: datetime) -> list[str]:
-        """Orders whose checkout was never created (the provider was down and the buyer did
-        not retry) cannot have been paid: past the horizon they end failed, no poll needed."""
-        horizon_start = now - timedelta(hours=self.conf.horizon_hours)
-        stale = Order.filter(
-            status=OrderStatus.CREATED,
-            provider_ref__isnull=True,
-            checkout_url__isnull=True,
-            created_at__lt=horizon_start,
-        )
-        ids = [str(order.id) for order in await stale.only("id")]
-        if ids:
-            note = (
-                f"failed: no checkout was created within the {self.conf.horizon_hours:g} h horizon"
-            )
-            await Order.filter(id__in=ids, status=OrderStatus.CREATED).update(
-                status=OrderStatus.FAILED, notes=note
-            )
-        return ids
 
     def _provider(self, name: str) -> PaymentProvider | None:
         try:
@@ -160,61 +167,12 @@ class Reconciler:
         except ValueError:
             return None
 
-    async def _candidates(self, now: datetime) -> list[Order]:
-        horizon_start = now - timedelta(hours=self.conf.horizon_hours)
-        stuck_before = now - timedelta(minutes=self.settings.reconcile_after_minutes)
-        due = Q(recheck_at__isnull=True) | Q(recheck_at__lte=now)
-        open_and_old = Q(status__in=_OPEN, created_at__lte=stuck_before)
-        # Late crypto money (legacy BTCPay never notifies it; instant payments race PaidLate),
-        # and orders waiting for a human, who may decide in BTCPay itself (marking the invoice
-        # settled) with a webhook that can be lost like any other.
-        failed_recently = Q(
-            status__in=[OrderStatus.FAILED, OrderStatus.NEEDS_REVIEW],
-            created_at__gte=horizon_start,
-            provider__in=_LATE_PAYMENTS,
-        )
-        flagged = Q(status__in=[*_OPEN, OrderStatus.FAILED], recheck_at__lte=now)
-        return (
-            await Order.filter(
-                open_and_old | failed_recently | flagged,
-                due,
-                provider_ref__isnull=False,
-                provider__in=[p.value for p in self.providers],
-            )
-            .order_by("recheck_at", "created_at")
-            .limit(self.conf.batch_size)
-        )
-
-    async def _claim(self, order: Order, now: datetime) -> bool:
-        lease = now + timedelta(seconds=self.conf.lease_seconds)
-        won = (
-            await Order.filter(id=order.id)
-            .filter(Q(recheck_at__isnull=True) | Q(recheck_at__lte=now))
-            .update(recheck_at=lease)
-        )
-        return won == 1
-
     async def _reconcile(
         self, order: Order, provider: PaymentProvider, now: datetime, report: PassReport
     ) -> None:
-        assert order.provider_ref is not None  # filtered in _candidates
         report.polled += 1
-        event = await provider.fetch_status(order.provider_ref)
-        if event is not None and not isinstance(event, Ignored):
-            if event.order_id is None:
-                event = replace(event, order_id=order.id)
-            if event.order_id != order.id:
-                # The checkout names another order: never apply it to either.
-                log.warning(
-                    "reconciler: %s %s names order %r, not %s; skipped",
-                    order.provider,
-                    order.provider_ref,
-                    event.order_id,
-                    order.id,
-                    extra={"provider": order.provider, "order_id": order.id},
-                )
-                event = None
-        if event is not None and not isinstance(event, Ignored):
+        event = await _poll(order, provider)
+        if event is not None:
             raw = json.dumps(
                 {"source": "reconciler", "provider_ref": order.provider_ref, "order": order.id}
             ).encode()
@@ -230,13 +188,13 @@ class Reconciler:
         # again until the payment settles or fails.
         paying = isinstance(event, PaymentPending)
         if (
-            fresh.status in _OPEN
+            fresh.status in OPEN
             and not paying
             and order.created_at < now - timedelta(hours=self.conf.horizon_hours)
         ):
             await self._expire(fresh, report)
             return
-        await self._reschedule(fresh, now)
+        await self.schedule.again_later(fresh, now)
 
     async def _expire(self, order: Order, report: PassReport) -> None:
         """Past the horizon with no final payment: failed, with the reason on the order."""
@@ -254,36 +212,4 @@ class Reconciler:
         result = await self.applier.apply(event, raw)
         if result.result is Result.APPLIED:
             report.expired.append(order.id)
-        await Order.filter(id=order.id).update(recheck_at=None, recheck_failures=0)
-
-    async def _reschedule(self, order: Order, now: datetime) -> None:
-        # Young orders are asked often, old ones rarely: a quarter of the order's age,
-        # between one interval and the maximum back-off.
-        age = (now - order.created_at).total_seconds()
-        pause = min(self.conf.max_backoff_seconds, max(self.conf.interval_seconds, age / 4))
-        await Order.filter(id=order.id).update(
-            recheck_at=now + timedelta(seconds=pause), recheck_failures=0
-        )
-
-    async def _back_off(self, order: Order, now: datetime) -> None:
-        failures = order.recheck_failures + 1
-        pause = min(self.conf.max_backoff_seconds, self.conf.interval_seconds * 2**failures)
-        await Order.filter(id=order.id).update(
-            recheck_at=now + timedelta(seconds=pause), recheck_failures=failures
-        )
-
-
-async def recheck_soon(
-    provider: ProviderName, provider_ref: str | None, delay_seconds: float
-) -> bool:
-    """Bring the reconciler's next look at the order of `provider_ref` forward to
-    `delay_seconds` from now (never later than it already was). True if an order matched."""
-    if not provider_ref:
-        return False
-    when = datetime.now(UTC) + timedelta(seconds=delay_seconds)
-    changed = (
-        await Order.filter(provider=provider.value, provider_ref=provider_ref)
-        .filter(Q(recheck_at__isnull=True) | Q(recheck_at__gt=when))
-        .update(recheck_at=when, recheck_failures=0)
-    )
-    return changed > 0
+        await self.schedule.done(order)

@@ -1,4 +1,5 @@
 """Inbound provider webhooks: raw bytes to the provider, its events to the apply path.
 
-Also the alarm that notices a webhook secret that no longer matches.
+The route stays thin; the service does the work. Also the alarm that notices a webhook
+secret that no longer matches.
 """

@@ -10,7 +10,7 @@ from typing import Any
 from config.money import MoneyError, to_minor
 from providers.btcpay.shapes import Invoice, nearest_minor
 from providers.errors import ProviderUnavailable
-from providers.events import PaymentSettled
+from providers.events import EventSubject, PaymentSettled
 
 log = logging.getLogger("providers.btcpay.greenfield")
 
@@ -39,7 +39,7 @@ def settled_event(
     *,
     dedupe_key: str,
     notes: tuple[str, ...],
-    common: dict[str, Any],
+    subject: EventSubject,
 ) -> PaymentSettled:
     """`PaymentSettled` from the amount and currency of an invoice *fetched* from BTCPay.
 
@@ -58,12 +58,12 @@ def settled_event(
         raise ProviderUnavailable(f"BTCPay invoice has no usable amount: {exc}") from exc
     log.info(
         "btcpay invoice %s settled for order %s %s",
-        common["provider_ref"],
-        common["order_id"],
+        subject.provider_ref,
+        subject.order_id,
         notes,
     )
-    return PaymentSettled(
-        **common, dedupe_key=dedupe_key, amount_minor=amount_minor, currency=code, notes=notes
+    return subject.settled(
+        dedupe_key=dedupe_key, amount_minor=amount_minor, currency=code, notes=notes
     )
 
 

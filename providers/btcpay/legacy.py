@@ -23,25 +23,15 @@ from pydantic import ValidationError
 from config.money import format_decimal
 from config.settings import BtcpaySettings, SettingsError, env_name
 from providers.base import CheckoutRequest, CheckoutSession
-from providers.btcpay.events import settled_event
 from providers.btcpay.legacy_client import LegacyPairing as LegacyPairing
 from providers.btcpay.legacy_client import PairingError as PairingError
 from providers.btcpay.legacy_client import make_client, scrub_urllib3_logs, translate
 from providers.btcpay.legacy_client import pair_legacy as pair_legacy
 from providers.btcpay.legacy_client import scrub as scrub
+from providers.btcpay.legacy_invoices import decide, ipn_events
 from providers.btcpay.shapes import LegacyIpn, is_invoice_id
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
-from providers.events import (
-    Ignored,
-    PaymentEvent,
-    PaymentFailed,
-    PaymentNeedsReview,
-    PaymentPending,
-    PaymentReversed,
-    PaymentSettled,
-    ProviderName,
-)
-from providers.ids import is_order_id
+from providers.events import Ignored, PaymentEvent, ProviderName
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +102,9 @@ class BTCPayLegacyProvider:
         await self._in_pool(self._client.s.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    # `UnsignedNotifications`: IPNs are unsigned, so the gateway drops those naming an
+    # invoice it never created before each costs a signed BTCPay call.
     def unverified_ref(self, body: bytes) -> str | None:
-        """The invoice an IPN claims to be about, before anything is trusted or fetched:
-        the webhook route drops IPNs for invoices it never created without a BTCPay call."""
         return _invoice_id_of(body)
 
     async def create_checkout(self, req: CheckoutRequest) -> CheckoutSession:
@@ -187,109 +177,10 @@ class BTCPayLegacyProvider:
                     provider=self.name, reason="IPN for an unknown invoice", provider_ref=invoice_id
                 )
             ]
-        event = self._decide(invoice_id, invoice)
-        if event is None:
-            return [
-                Ignored(provider=self.name, reason="invoice not paid yet", provider_ref=invoice_id)
-            ]
-        if isinstance(event, PaymentFailed) and event.reason == "manually marked invalid":
-            # Marking works on a complete invoice too (BitpayIPNSender sends MarkedInvalid):
-            # the merchant withdrew the settlement, so a paid order's license is revoked.
-            withdrawn = PaymentReversed(
-                provider=self.name,
-                provider_ref=invoice_id,
-                order_id=event.order_id,
-                occurred_at=event.occurred_at,
-                payment_ref=invoice_id,
-                dedupe_key=f"{invoice_id}:invalid:reversed",
-                reason="manually marked invalid in BTCPay",
-                settled_only=True,
-            )
-            return [event, withdrawn]
-        return [event]
+        return ipn_events(invoice_id, invoice)
 
     async def fetch_status(self, provider_ref: str) -> PaymentEvent | None:
         if not is_invoice_id(provider_ref):
             return None
         invoice = await self.fetch_invoice(provider_ref)
-        return None if invoice is None else self._decide(provider_ref, invoice)
-
-    def _decide(self, invoice_id: str, invoice: dict[str, Any]) -> PaymentEvent | None:
-        status = invoice.get("status")
-        # "confirmed" only appears in IPN bodies; GET says "complete". One key for both.
-        if status == "confirmed":
-            status = "complete"
-        exception = invoice.get("exceptionStatus") or None
-        order_id = invoice.get("orderId")
-        if not is_order_id(order_id):
-            return Ignored(
-                provider=self.name,
-                reason="invoice is not for one of our orders",
-                provider_ref=invoice_id,
-            )
-        common: dict[str, Any] = {
-            "provider": self.name,
-            "provider_ref": invoice_id,
-            "order_id": order_id,
-            "occurred_at": datetime.now(UTC),
-        }
-        if status == "new":
-            return None
-        if status == "paid":
-            return PaymentPending(**common, dedupe_key=f"{invoice_id}:paid", detail="paid")
-        if status == "complete":
-            if exception == "paidPartial":
-                return Ignored(
-                    provider=self.name,
-                    reason="complete but partially paid",
-                    provider_ref=invoice_id,
-                )
-            notes = {"paidOver": ("overpaid",), "marked": ("manually marked settled",)}
-            return self._settled(
-                invoice, f"{invoice_id}:complete", notes.get(str(exception), ()), common
-            )
-        if status == "expired" and exception == "paidLater":
-            # Whatever late_payment says: the legacy API shows no per-payment confirmation,
-            # and "paidLater" is set on unconfirmed money (InvoiceWatcher counts accounted
-            # payments), so a human decides. BTCPay sends no IPN for it either; the
-            # reconciler's fetch_status finds it.
-            return PaymentNeedsReview(
-                **common,
-                dedupe_key=f"{invoice_id}:paidLater",
-                reason=(
-                    "paid after the invoice expired (legacy mode cannot see whether the "
-                    "payment confirmed): check it in BTCPay, then issue or dismiss"
-                ),
-                amount_minor=None,
-                currency=str(invoice.get("currency") or "").upper() or None,
-            )
-        if status == "expired":
-            reason = "expired, partially paid" if exception == "paidPartial" else "expired"
-            return PaymentFailed(**common, dedupe_key=f"{invoice_id}:expired", reason=reason)
-        if status == "invalid":
-            reason = "manually marked invalid" if exception == "marked" else "invalid"
-            return PaymentFailed(
-                **common,
-                dedupe_key=f"{invoice_id}:invalid",
-                reason=reason,
-                by_seller=exception == "marked",
-            )
-        return Ignored(
-            provider=self.name, reason=f"unknown legacy status {status!r}", provider_ref=invoice_id
-        )
-
-    def _settled(
-        self,
-        invoice: dict[str, Any],
-        dedupe_key: str,
-        notes: tuple[str, ...],
-        common: dict[str, Any],
-    ) -> PaymentSettled:
-        return settled_event(
-            invoice.get("price"),
-            invoice.get("currency"),
-            dedupe_key=dedupe_key,
-            notes=notes,
-            # One invoice is one payment for us: reversals name the same invoice.
-            common=common | {"payment_ref": common["provider_ref"]},
-        )
+        return None if invoice is None else decide(provider_ref, invoice)

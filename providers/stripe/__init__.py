@@ -1,1 +1,2 @@
-"""Stripe: the Checkout Session provider, its client, money rules and payload checks."""
+"""Stripe: the Checkout Session provider, its client, money rules, payload checks, webhook
+signature and event decisions."""

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from config.catalog import Catalog
 from config.settings import Settings, StripeSettings
 from gateway.app import create_app
-from gateway.checkout import service as purchase
+from gateway.checkout import claim
 from gateway.db.models import Order
 from providers.base import CheckoutRequest, CheckoutSession
 from providers.events import ProviderName
@@ -76,7 +76,7 @@ async def test_a_retry_while_the_first_create_is_still_running_gets_409_with_ret
     catalog: Catalog,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(purchase, "WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(claim, "WAIT_SECONDS", 0.2)
     provider = SlowProvider(delay=1.0)
     app = create_app(
         settings_factory(database_url=db_url),

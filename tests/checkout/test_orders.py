@@ -8,7 +8,6 @@ import pytest
 
 from config.catalog import Catalog
 from config.settings import Settings
-from gateway.checkout.orders import prefers_html
 from gateway.db.models import License, Order
 from tests.conftest import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order
@@ -156,19 +155,3 @@ async def test_html_page_escapes_what_it_shows(
 
         assert "<b>gone</b>" not in page.text
         assert "&lt;b&gt;gone&lt;/b&gt;" in page.text
-
-
-@pytest.mark.parametrize(
-    ("accept", "html"),
-    [
-        (BROWSER, True),
-        ("text/html", True),
-        ("application/json", False),
-        ("", False),
-        ("*/*", False),
-        ("application/json, text/html;q=0.5", False),
-        ("text/html;q=0.9, application/json;q=0.1", True),
-    ],
-)
-def test_prefers_html_follows_the_accept_header(accept: str, html: bool) -> None:
-    assert prefers_html(accept) is html

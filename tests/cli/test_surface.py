@@ -24,8 +24,9 @@ from sandbox.btcpay.server import FakeServerThread
 from sandbox.provider import FakeProvider
 from sandbox.stripe.api import FakeStripe
 from tests.conftest import running
+from tests.support.docs import DOCS
 from tests.support.issuer import deliver, event, new_order
-from tests.support.procs import PYTHON, ROOT, Process, clean_env, free_port
+from tests.support.procs import PYTHON, Process, clean_env, free_port
 
 
 def _subcommands(group: click.Group) -> dict[str, click.Command]:
@@ -256,9 +257,9 @@ def test_simulate_sandbox_settles_orders_of_a_running_sandbox_from_a_bare_shell(
         assert pages[provider]["license"]["key"]
 
 
-def _readme_command_spans() -> list[str]:
-    """The code spans of the first column of the README's "Command line" table."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def _operations_command_spans() -> list[str]:
+    """The code spans of the first column of the "Command line" table in docs/operations.md."""
+    text = (DOCS / "operations.md").read_text(encoding="utf-8")
     section = text.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
     spans = []
     for line in section.splitlines():
@@ -268,27 +269,60 @@ def _readme_command_spans() -> list[str]:
     return spans
 
 
-def test_every_command_and_option_in_the_readme_table_exists() -> None:
-    spans = _readme_command_spans()
+def _span_commands(span: str) -> tuple[list[tuple[str, ...]], set[str]]:
+    """The command paths one span names (`keys generate\\|rotate` is two) and its options."""
+    tokens = span.replace("\\|", "|").split()
+    command: click.Command = cli
+    paths: list[tuple[str, ...]] = [()]
+    for token in tokens:
+        alternatives = token.split("|")
+        if not isinstance(command, click.Group) or not all(
+            a in _subcommands(command) for a in alternatives
+        ):
+            break
+        paths = [(*p, a) for p in paths for a in alternatives]
+        command = _subcommands(command)[alternatives[0]]
+    claimed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", span))
+    return paths, claimed
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    sub: click.Command = cli
+    for name in path:
+        assert isinstance(sub, click.Group)
+        sub = _subcommands(sub)[name]
+    return sub
+
+
+def test_every_command_and_option_in_the_operations_table_exists() -> None:
+    spans = _operations_command_spans()
     assert len(spans) > 20
     for span in spans:
-        tokens = span.replace("\\|", "|").split()
-        command: click.Command = cli
-        paths: list[tuple[str, ...]] = [()]
-        for token in tokens:
-            alternatives = token.split("|")
-            if not isinstance(command, click.Group) or not all(
-                a in _subcommands(command) for a in alternatives
-            ):
-                break
-            paths = [(*p, a) for p in paths for a in alternatives]
-            command = _subcommands(command)[alternatives[0]]
-        claimed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", span))
+        paths, claimed = _span_commands(span)
         for path in paths:
-            sub: click.Command = cli
-            for name in path:
-                assert isinstance(sub, click.Group)
-                sub = _subcommands(sub)[name]
+            sub = _command(path)
             offered = {opt for param in sub.params for opt in param.opts}
             assert path, span
             assert claimed <= offered, (span, path, sorted(claimed - offered))
+
+
+def test_every_command_and_option_has_a_row_in_the_operations_table() -> None:
+    # the reverse: a command or option added to the CLI is documented in the same change
+    documented: dict[tuple[str, ...], set[str]] = {}
+    for span in _operations_command_spans():
+        paths, claimed = _span_commands(span)
+        for path in paths:
+            documented.setdefault(path, set()).update(claimed)
+    leaves = [p for p in _commands(cli) if not isinstance(_command(p), click.Group)]
+
+    assert len(leaves) > 20
+    for path in leaves:
+        options = {
+            opt
+            for param in _command(path).params
+            if isinstance(param, click.Option)
+            for opt in param.opts
+            if opt.startswith("--")
+        }
+        assert path in documented, f"`{' '.join(path)}` has no row in docs/operations.md"
+        assert options <= documented[path], (path, sorted(options - documented[path]))

@@ -2,15 +2,14 @@
 
 - Seats hold across two processes sharing one PostgreSQL (only its row lock is shared).
 - A 5 MB body to every license POST is refused 413 without the server's memory growing.
-- The README's "Checking a license from your app" examples run as written (Python online and
-  offline, JavaScript with the `jose` npm package under node).
+- The examples of docs/check-a-license.md ("Checking a license from your app") run as written
+  (curl, Python online and offline, JavaScript with the `jose` npm package under node).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import select
 import socket
 import subprocess
@@ -27,12 +26,13 @@ from config.catalog import Catalog
 from config.settings import Settings
 from gateway.db import database as db
 from gateway.db.models import Activation
+from tests.support.docs import DOCS, examples
 from tests.support.license import new_license
 from tests.support.procs import PYTHON, ROOT, Process, clean_env, free_port
 
 pytestmark = pytest.mark.slow
 
-README = ROOT / "README.md"
+EXAMPLES_PAGE = DOCS / "check-a-license.md"
 SAMPLE_URL = "http://127.0.0.1:8000"
 SAMPLE_KEY = "7KQM-3HXD-9PWT-R2ZC"
 NPM_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "checkout-gateway"
@@ -188,13 +188,6 @@ async def test_five_megabyte_bodies_get_413_without_the_server_growing(
     assert after - before < 3 * 1024, (before, after)
 
 
-def _readme_examples() -> dict[str, str]:
-    """The fenced blocks of README.md marked `<!-- example: NAME -->` just above them."""
-    text = README.read_text(encoding="utf-8")
-    found = re.findall(r"<!-- example: ([\w-]+) -->\n```\w*\n(.*?)```", text, flags=re.S)
-    return dict(found)
-
-
 def _as_here(code: str, url: str, key: str) -> str:
     return code.replace(SAMPLE_URL, url).replace(SAMPLE_KEY, key)
 
@@ -217,13 +210,13 @@ def jose_dir() -> Path:
     return target
 
 
-async def test_readme_examples_run_as_written(
+async def test_license_check_examples_run_as_written(
     shared_sqlite: tuple[str, Settings], catalog: Catalog, tmp_path: Path, jose_dir: Path
 ) -> None:
     url, _ = shared_sqlite
     lic = await new_license(catalog)
-    examples = _readme_examples()
-    assert {"curl", "python-online", "python-offline", "javascript"} <= set(examples)
+    found = examples(EXAMPLES_PAGE)
+    assert {"curl", "python-online", "python-offline", "javascript"} <= set(found)
     work = tmp_path / "app"
     work.mkdir()
     env = clean_env(PYTHONPATH=str(ROOT / "clients" / "python"))
@@ -235,11 +228,9 @@ async def test_readme_examples_run_as_written(
 
     with Served(tmp_path, url, count=1) as served:
         here = served.urls[0]
-        curl = run(
-            ["bash", "-c", "set -euo pipefail\n" + _as_here(examples["curl"], here, lic.key)]
-        )
-        online = run([PYTHON, "-c", _as_here(examples["python-online"], here, lic.key)])
-        offline = run([PYTHON, "-c", _as_here(examples["python-offline"], here, lic.key)])
+        curl = run(["bash", "-c", "set -euo pipefail\n" + _as_here(found["curl"], here, lic.key)])
+        online = run([PYTHON, "-c", _as_here(found["python-online"], here, lic.key)])
+        offline = run([PYTHON, "-c", _as_here(found["python-offline"], here, lic.key)])
         logs = served.logs()
 
     assert curl.returncode == 0, curl.stderr + logs
@@ -253,7 +244,7 @@ async def test_readme_examples_run_as_written(
 
     # the JavaScript example, offline, from the files the Python example left behind
     script = jose_dir / "verify-example.mjs"
-    script.write_text(_as_here(examples["javascript"], here, lic.key))
+    script.write_text(_as_here(found["javascript"], here, lic.key))
     node = run(["node", str(script)])
     assert node.returncode == 0, node.stderr
     assert node.stdout.strip() == "licensed: pro [ 'advanced-models' ]"

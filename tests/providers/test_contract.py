@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from providers.base import PaymentProvider
+from providers.base import PaymentProvider, UnsignedNotifications
 from providers.errors import WebhookSignatureError
 from providers.events import Ignored, PaymentSettled
 from sandbox.btcpay.harness import BTCPayGreenfieldHarness, BTCPayLegacyHarness
@@ -25,6 +25,7 @@ HARNESSES = {
 }
 # BTCPay's legacy IPN carries no signature at all; for it, "forged" is covered by re-fetching.
 SIGNED = sorted(set(HARNESSES) - {"btcpay-legacy"})
+UNSIGNED_HARNESSES = (BTCPayLegacyHarness,)
 SIGNATURE_HEADERS = ("stripe-signature", "btcpay-sig")
 
 
@@ -59,6 +60,15 @@ async def test_provider_satisfies_the_protocol(harness: Any) -> None:
     provider = await _provider(harness)
     assert isinstance(provider, PaymentProvider)
     assert provider.name.value in ("stripe", "btcpay")
+
+
+async def test_only_providers_with_unsigned_notifications_claim_that_capability(
+    harness: Any,
+) -> None:
+    # Signed webhooks are verified before anything is read; only legacy IPNs need the
+    # gateway's cheap "is this a checkout of ours" look first.
+    provider = await _provider(harness)
+    assert isinstance(provider, UnsignedNotifications) == (type(harness) in UNSIGNED_HARNESSES)
 
 
 async def test_settle_fixture_becomes_payment_settled_with_our_order_id(harness: Any) -> None:

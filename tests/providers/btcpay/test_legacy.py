@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from config.settings import BtcpaySettings
-from providers.base import CheckoutRequest, PaymentProvider
+from gateway.ops.instrumented import InstrumentedProvider
+from providers.base import CheckoutRequest, PaymentProvider, UnsignedNotifications
 from providers.btcpay.legacy import BTCPayLegacyProvider, PairingError, pair_legacy
 from providers.errors import ProviderRejected, ProviderUnavailable, WebhookPayloadError
 from providers.events import (
@@ -271,6 +272,22 @@ async def test_ipn_without_a_usable_invoice_id_is_a_payload_error(
 async def test_ipn_for_an_unknown_invoice_is_ignored(legacy: Legacy) -> None:
     [event] = await legacy.provider.parse_webhook(b'{"id": "NoSuchInvoice"}', {})
     assert isinstance(event, Ignored)
+
+
+async def test_unsigned_ipns_are_an_optional_capability_the_metrics_proxy_keeps(
+    legacy: Legacy,
+) -> None:
+    # The webhook route asks `isinstance(provider, UnsignedNotifications)` of the proxy the
+    # app wraps every provider in, and isinstance does not look through __getattr__ (3.12+).
+    body = json.dumps({"id": "Claimed0000000000000001"}).encode()
+    proxied = InstrumentedProvider(legacy.provider)
+    calls_before = len(legacy.fake.received)
+    assert isinstance(legacy.provider, UnsignedNotifications)
+    assert isinstance(proxied, UnsignedNotifications)
+    assert proxied.unverified_ref(body) == "Claimed0000000000000001"
+    assert proxied.unverified_ref(b'{"id": "../../etc"}') is None
+    # only the body was read: BTCPay was not asked
+    assert len(legacy.fake.received) == calls_before
 
 
 async def test_btcpay_down_during_ipn_refetch_is_unavailable(legacy: Legacy) -> None:
