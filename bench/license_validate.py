@@ -81,7 +81,7 @@ def _bare_db_app(database_url: str) -> Starlette:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from gateway.licenses.issuing import normalize_key
+    from gateway.licenses.keys import normalize_key
     from gateway.licenses.seats import _SQL
 
     pool: dict[str, Any] = {}
@@ -120,7 +120,7 @@ async def prepare(database_url: str, data_dir: str, licenses: int) -> str:
     from config.settings import Settings
     from gateway.db import database as db
     from gateway.db.models import Activation, License, Order, OrderStatus
-    from gateway.licenses.issuing import generate_key
+    from gateway.licenses.keys import generate_key
 
     settings = _settings(database_url, data_dir)
     assert isinstance(settings, Settings)

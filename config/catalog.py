@@ -116,74 +116,101 @@ def _parse_price(path: Path, key: str, raw: Any, currency: str) -> int:
 def parse_catalog(data: Mapping[str, Any], path: Path) -> Catalog:
     """Validate an already-parsed catalog document (floats must be `Decimal`)."""
     _check_keys(path, "", data.keys(), _TOP_KEYS)
-    tiers: dict[str, Tier] = {}
-    raw_tiers = data.get("tiers", {})
-    if not isinstance(raw_tiers, dict):
-        raise _fail(path, "tiers", "must be a table")
-    for tier_id, tier in raw_tiers.items():
-        key = f"tiers.{tier_id}"
-        if not isinstance(tier, dict):
-            raise _fail(path, key, "must be a table")
-        _check_keys(path, key, tier.keys(), _TIER_KEYS)
-        if not tier_id.strip():
-            raise _fail(path, key, "tier name must not be empty")
-        _check_text(path, key, tier_id, TIER_MAX)
-        seats = tier.get("seats")
-        if isinstance(seats, bool) or not isinstance(seats, int) or not 1 <= seats <= SEATS_MAX:
-            raise _fail(
-                path, f"{key}.seats", f"must be a positive integer up to {SEATS_MAX}, got {seats!r}"
-            )
-        tiers[tier_id] = Tier(id=tier_id, seats=seats)
-
+    tiers = _parse_tiers(path, data.get("tiers", {}))
     raw_products = data.get("products")
     if not isinstance(raw_products, list) or not raw_products:
         raise _fail(path, "products", "at least one [[products]] entry is required")
     products: dict[str, Product] = {}
     for index, item in enumerate(raw_products):
-        key = f"products[{index}]"
-        if not isinstance(item, dict):
-            raise _fail(path, key, "must be a table")
-        pid = item.get("id")
-        if not isinstance(pid, str) or not _ID_RE.match(pid):
-            raise _fail(path, f"{key}.id", f"must match {_ID_RE.pattern}, got {pid!r}")
-        key = f"products.{pid}"
-        if pid in products:
-            raise _fail(path, f"{key}.id", "duplicate product id")
-        _check_keys(path, key, item.keys(), _PRODUCT_KEYS)
-        name = item.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise _fail(path, f"{key}.name", "must be a non-empty string")
-        _check_text(path, f"{key}.name", name, NAME_MAX)
-        try:
-            currency = normalize_currency(str(item.get("currency", "")))
-        except MoneyError as exc:
-            raise _fail(path, f"{key}.currency", str(exc)) from exc
-        amount_minor = _parse_price(path, f"{key}.price", item.get("price"), currency)
-        tier_id = item.get("tier")
-        if not isinstance(tier_id, str) or tier_id not in tiers:
-            raise _fail(path, f"{key}.tier", f"unknown tier {tier_id!r} (known: {sorted(tiers)})")
-        addons = item.get("addons", [])
-        if not isinstance(addons, list) or not all(isinstance(a, str) and a for a in addons):
-            raise _fail(path, f"{key}.addons", "must be a list of strings, none empty")
-        if len(addons) > ADDONS_MAX_COUNT:
-            raise _fail(path, f"{key}.addons", f"at most {ADDONS_MAX_COUNT} add-ons")
-        for addon in addons:
-            _check_text(path, f"{key}.addons", addon, ADDON_MAX)
-        description = item.get("description", name)
-        if not isinstance(description, str):
-            raise _fail(path, f"{key}.description", "must be a string")
-        _check_text(path, f"{key}.description", description, DESCRIPTION_MAX, multiline=True)
-        products[pid] = Product(
-            id=pid,
-            name=name,
-            description=description,
-            amount_minor=amount_minor,
-            currency=currency,
-            tier=tier_id,
-            addons=tuple(addons),
-            seats=tiers[tier_id].seats,
-        )
+        product = _parse_product(path, f"products[{index}]", item, tiers, products)
+        products[product.id] = product
     return Catalog(products=products, tiers=tiers)
+
+
+def _parse_tiers(path: Path, raw_tiers: Any) -> dict[str, Tier]:
+    if not isinstance(raw_tiers, dict):
+        raise _fail(path, "tiers", "must be a table")
+    return {tier_id: _parse_tier(path, tier_id, tier) for tier_id, tier in raw_tiers.items()}
+
+
+def _parse_tier(path: Path, tier_id: str, tier: Any) -> Tier:
+    key = f"tiers.{tier_id}"
+    if not isinstance(tier, dict):
+        raise _fail(path, key, "must be a table")
+    _check_keys(path, key, tier.keys(), _TIER_KEYS)
+    if not tier_id.strip():
+        raise _fail(path, key, "tier name must not be empty")
+    _check_text(path, key, tier_id, TIER_MAX)
+    seats = tier.get("seats")
+    if isinstance(seats, bool) or not isinstance(seats, int) or not 1 <= seats <= SEATS_MAX:
+        raise _fail(
+            path, f"{key}.seats", f"must be a positive integer up to {SEATS_MAX}, got {seats!r}"
+        )
+    return Tier(id=tier_id, seats=seats)
+
+
+def _parse_product(
+    path: Path, key: str, item: Any, tiers: Mapping[str, Tier], seen: Mapping[str, Product]
+) -> Product:
+    """One `[[products]]` entry; `key` is its position until its id is known."""
+    if not isinstance(item, dict):
+        raise _fail(path, key, "must be a table")
+    pid = item.get("id")
+    if not isinstance(pid, str) or not _ID_RE.match(pid):
+        raise _fail(path, f"{key}.id", f"must match {_ID_RE.pattern}, got {pid!r}")
+    key = f"products.{pid}"
+    if pid in seen:
+        raise _fail(path, f"{key}.id", "duplicate product id")
+    _check_keys(path, key, item.keys(), _PRODUCT_KEYS)
+    name = _product_name(path, key, item.get("name"))
+    currency = _product_currency(path, key, item.get("currency", ""))
+    amount_minor = _parse_price(path, f"{key}.price", item.get("price"), currency)
+    tier_id = item.get("tier")
+    if not isinstance(tier_id, str) or tier_id not in tiers:
+        raise _fail(path, f"{key}.tier", f"unknown tier {tier_id!r} (known: {sorted(tiers)})")
+    addons = _product_addons(path, key, item.get("addons", []))
+    description = _product_description(path, key, item.get("description", name))
+    return Product(
+        id=pid,
+        name=name,
+        description=description,
+        amount_minor=amount_minor,
+        currency=currency,
+        tier=tier_id,
+        addons=tuple(addons),
+        seats=tiers[tier_id].seats,
+    )
+
+
+def _product_name(path: Path, key: str, name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise _fail(path, f"{key}.name", "must be a non-empty string")
+    _check_text(path, f"{key}.name", name, NAME_MAX)
+    return name
+
+
+def _product_currency(path: Path, key: str, raw: Any) -> str:
+    try:
+        return normalize_currency(str(raw))
+    except MoneyError as exc:
+        raise _fail(path, f"{key}.currency", str(exc)) from exc
+
+
+def _product_addons(path: Path, key: str, addons: Any) -> list[str]:
+    if not isinstance(addons, list) or not all(isinstance(a, str) and a for a in addons):
+        raise _fail(path, f"{key}.addons", "must be a list of strings, none empty")
+    if len(addons) > ADDONS_MAX_COUNT:
+        raise _fail(path, f"{key}.addons", f"at most {ADDONS_MAX_COUNT} add-ons")
+    for addon in addons:
+        _check_text(path, f"{key}.addons", addon, ADDON_MAX)
+    return addons
+
+
+def _product_description(path: Path, key: str, description: Any) -> str:
+    if not isinstance(description, str):
+        raise _fail(path, f"{key}.description", "must be a string")
+    _check_text(path, f"{key}.description", description, DESCRIPTION_MAX, multiline=True)
+    return description
 
 
 def load_catalog(path: Path) -> Catalog:

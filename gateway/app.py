@@ -1,38 +1,33 @@
-"""The Starlette application factory (`gateway.app:create_app`)."""
+"""The Starlette application factory (`gateway.app:create_app`): what is built once at
+startup (`AppState`), the routes of every domain, the middleware, and the lifespan
+(`gateway.lifespan`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 
 from config.catalog import Catalog, CatalogError, load_catalog
 from config.settings import Settings, load_settings
+from gateway.checkout import routes as checkout
 from gateway.checkout.options import render_purchase_options
-from gateway.checkout.routes import checkout, order_status, purchase_options
-from gateway.db import database as db
 from gateway.http.cors import ScopedCORSMiddleware
 from gateway.http.errors import handlers
 from gateway.http.limits import BodyLimitMiddleware, RateLimiter
 from gateway.http.request_id import RequestIdMiddleware
 from gateway.http.security import SecurityHeadersMiddleware, content_security_policy
-from gateway.licenses import routes as license_api
+from gateway.licenses import routes as licenses
 from gateway.licenses.signing import load_signer
-from gateway.mail.outbox import Mailer
-from gateway.ops.health import healthz, readyz
+from gateway.lifespan import lifespan
+from gateway.ops import routes as ops
 from gateway.ops.instrumented import InstrumentedProvider
 from gateway.ops.logs import install_filters
-from gateway.ops.metrics import metrics_endpoint
-from gateway.pages.routes import buy_page, buy_submit, recover_page, recover_submit
+from gateway.pages import routes as pages
 from gateway.payments.apply import Applier
-from gateway.payments.reconciler import Reconciler
 from gateway.state import AppState
 from gateway.webhooks.alarm import SignatureAlarm
 from gateway.webhooks.routes import webhook
@@ -63,10 +58,31 @@ def create_app(
     `run_reconciler` says.
     """
     settings = settings or load_settings()
-    if run_mailer is None:
-        run_mailer = settings.mail.sender_in_serve
     catalog = catalog or load_catalog(settings.products_file)
     install_filters()
+    _check_providers(settings, catalog, providers)
+    built = providers if providers is not None else build_providers(settings)
+    state = _state(settings, catalog, built)
+    app = Starlette(
+        routes=_routes(),
+        lifespan=lifespan(
+            state,
+            run_migrations=run_migrations,
+            run_mailer=settings.mail.sender_in_serve if run_mailer is None else run_mailer,
+            run_reconciler=settings.reconcile.enabled if run_reconciler is None else run_reconciler,
+            owns_providers=providers is None,
+        ),
+        exception_handlers=handlers(),
+        middleware=_middleware(settings),
+    )
+    app.state.gateway = state
+    return app
+
+
+def _check_providers(
+    settings: Settings, catalog: Catalog, providers: dict[ProviderName, PaymentProvider] | None
+) -> None:
+    """Log which providers are on and why; refuse a price one of them would round."""
     for name, (is_on, reason) in settings.provider_status.items():
         log.log(logging.INFO if is_on else logging.WARNING, "provider %s: %s", name, reason)
     names = (
@@ -76,11 +92,14 @@ def create_app(
     if problems:
         # Checked before anything listens: a price a provider rounds is a free or lost sale.
         raise CatalogError(f"{settings.products_file}: " + "; ".join(problems))
-    owns_providers = providers is None
-    built = providers if providers is not None else build_providers(settings)
+
+
+def _state(
+    settings: Settings, catalog: Catalog, providers: dict[ProviderName, PaymentProvider]
+) -> AppState:
     # Every call into a provider is counted and timed (gateway_provider_calls_total).
     active: dict[ProviderName, PaymentProvider] = {
-        name: InstrumentedProvider(provider) for name, provider in built.items()
+        name: InstrumentedProvider(provider) for name, provider in providers.items()
     }
     state = AppState(
         settings=settings,
@@ -99,72 +118,23 @@ def create_app(
         webhook_alarm=SignatureAlarm(settings.webhook_alarm_minutes),
     )
     state.purchase_options = render_purchase_options(settings, catalog, active)
+    return state
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await db.open_db(settings, run_migrations=run_migrations)
-        stop = asyncio.Event()
-        sender = (
-            asyncio.create_task(Mailer(settings).run_forever(stop), name="outbox-mailer")
-            if run_mailer
-            else None
-        )
-        reconcile = settings.reconcile.enabled if run_reconciler is None else run_reconciler
-        reconciler = (
-            asyncio.create_task(
-                Reconciler(settings, active, state.applier).run_forever(stop),
-                name="reconciler",
-            )
-            if reconcile and active
-            else None
-        )
-        try:
-            yield
-        finally:
-            stop.set()
-            if reconciler is not None:
-                try:
-                    # A poll in flight ends within the provider's own timeout.
-                    await asyncio.wait_for(reconciler, timeout=30)
-                except TimeoutError:
-                    log.warning("reconciler did not stop in time; cancelled")
-            if sender is not None:
-                # Stopped before the DB closes; a send in flight gets a moment to finish.
-                try:
-                    await asyncio.wait_for(sender, timeout=settings.smtp.timeout_seconds)
-                except TimeoutError:
-                    log.warning("outbox mailer did not stop in time; cancelled")
-            await state.limiter.aclose()
-            if owns_providers:
-                for provider in active.values():
-                    await provider.aclose()
-            await db.close_db()
 
-    routes = [
-        Route("/purchase-options/{product}", purchase_options, methods=["GET"]),
-        Route("/checkout/{provider}/{product}", checkout, methods=["POST"]),
+def _routes() -> list[BaseRoute]:
+    """Every route, each domain's list in matching order (their paths do not overlap)."""
+    return [
+        *checkout.ROUTES,
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
-        Route("/orders/{order_id}", order_status, methods=["GET"]),
-        *(
-            Route(f"/licenses/{name}", license_api.counted(name, handler), methods=["POST"])
-            for name, handler in (
-                ("validate", license_api.validate),
-                ("activate", license_api.activate),
-                ("deactivate", license_api.deactivate),
-                ("token", license_api.token),
-            )
-        ),
-        Route("/.well-known/jwks.json", license_api.jwks, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/buy/{product}", buy_page, methods=["GET"]),
-        Route("/buy/{product}", buy_submit, methods=["POST"]),
-        Route("/licenses/recover", recover_page, methods=["GET"]),
-        Route("/licenses/recover", recover_submit, methods=["POST"]),
-        Mount("/static", StaticFiles(packages=[("gateway.pages", "static")]), name="static"),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *licenses.ROUTES,
+        *ops.HEALTH_ROUTES,
+        *pages.ROUTES,
+        *ops.METRICS_ROUTES,
     ]
-    middleware = [
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    return [
         # Outermost, so every answer (413s included) carries the request id.
         Middleware(RequestIdMiddleware),
         # Next, so every answer (413s and error pages included) carries the headers.
@@ -176,8 +146,3 @@ def create_app(
             api_bytes=settings.limits.api_body_bytes,
         ),
     ]
-    app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers=handlers(), middleware=middleware
-    )
-    app.state.gateway = state
-    return app

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from gateway.cli import cli
 from gateway.cli.common import settings_and_logging
+from providers.btcpay.legacy import PairingError, pair_legacy
+from providers.errors import ProviderError
 
 
-@cli.group()
+@click.group()
 def btcpay() -> None:
     """BTCPay Server helpers."""
 
@@ -19,9 +20,6 @@ def btcpay() -> None:
 @click.option("--force", is_flag=True, help="replace an existing key/token")
 def pair(host: str | None, code: str, force: bool) -> None:
     """Pair legacy mode (code from Store > Settings > Access Tokens)."""
-    from providers.btcpay.legacy import PairingError, pair_legacy
-    from providers.errors import ProviderError
-
     # Pairing comes before the legacy provider can be enabled, so don't let a not-yet-
     # paired `enabled = true` stop the command that fixes it.
     settings = settings_and_logging(btcpay={"enabled": False})

@@ -13,8 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from config.settings import Settings, load_settings
+from gateway.db import database as db
+from gateway.ops.logs import setup_logging
 
 T = TypeVar("T")
 
@@ -22,8 +26,6 @@ log = logging.getLogger("gateway.cli")
 
 
 def settings_and_logging(**overrides: Any) -> Settings:
-    from gateway.ops.logs import setup_logging
-
     settings = load_settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
     return settings
@@ -31,7 +33,6 @@ def settings_and_logging(**overrides: Any) -> Settings:
 
 def with_db(settings: Settings, work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
     """Open the database (migrating it), run `work`, close it."""
-    from gateway.db import database as db
 
     async def run() -> T:
         await db.open_db(settings, run_migrations=migrate)
@@ -61,9 +62,6 @@ def emit_table(
     if not rows:
         click.echo(empty)
         return
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title, show_lines=False)
     for column in columns:
         # Fold, never elide: operators copy ids and addresses out of these tables.

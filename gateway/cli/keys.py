@@ -7,26 +7,21 @@ A running gateway reads its keys once at startup: restart every gateway process 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from gateway.cli import cli
 from gateway.cli.common import emit_table, json_option, settings_and_logging
-
-if TYPE_CHECKING:
-    from gateway.licenses.signing import KeyStore
+from gateway.licenses.signing import RESTART_GRACE, KeyStore
 
 
 def _store() -> tuple[KeyStore, timedelta]:
-    from gateway.licenses.signing import KeyStore
-
     settings = settings_and_logging()
     ttl = timedelta(days=settings.license.token_ttl_days)
     return KeyStore(settings.license.keys_path(settings.data_dir)), ttl
 
 
-@cli.group()
+@click.group()
 def keys() -> None:
     """Signing keys for offline license tokens (published at /.well-known/jwks.json)."""
 
@@ -69,8 +64,6 @@ def prune() -> None:
 @json_option
 def list_keys(as_json: bool) -> None:
     """Every key: which one signs, and until when retired ones stay published."""
-    from gateway.licenses.signing import RESTART_GRACE
-
     store, ttl = _store()
     found = store.load()
     now = datetime.now(UTC)

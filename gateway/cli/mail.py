@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import click
 
-from gateway.cli import cli
 from gateway.cli.common import log, settings_and_logging, with_db
+from gateway.mail.outbox import Mailer
 
 
-@cli.command("send-mail")
+@click.command("send-mail")
 @click.option("--once", is_flag=True, help="one round, then exit (e.g. from cron)")
 def send_mail(once: bool) -> None:
     """Deliver queued license emails (the outbox)."""
-    import signal
-
-    from gateway.mail.outbox import Mailer
-
     settings = settings_and_logging()
 
     async def work() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import cli
+from config.money import format_decimal
 from gateway.cli.common import (
     emit_object,
     emit_table,
@@ -16,12 +16,14 @@ from gateway.cli.common import (
     settings_and_logging,
     with_db,
 )
+from gateway.db.models import InboxEvent, License, Order, OutboxEmail
+from gateway.ops.orders import OrderFilter, OrderRecord, list_orders, order_record
 
 ORDER_STATUSES = ["created", "pending", "settled", "failed", "reversed", "needs_review"]
 LIST_COLUMNS = ["id", "created_at", "status", "provider", "product", "amount", "email"]
 
 
-@cli.group()
+@click.group()
 def orders() -> None:
     """Orders: list with filters, show one with its events, license and emails."""
 
@@ -48,45 +50,44 @@ def orders_list(
     as_json: bool,
 ) -> None:
     """List orders, newest first."""
-    from tortoise.expressions import Q
-
-    from gateway.db.models import InboxEvent, InboxOutcome, Order, OrderStatus
-
     settings = settings_and_logging()
-    since_at = parse_since(since) if since else None
+    wanted = OrderFilter(
+        status=status,
+        provider=provider,
+        email=email,
+        created_since=parse_since(since) if since else None,
+        stuck=stuck,
+        limit=limit,
+    )
 
     async def work() -> list[dict[str, Any]]:
-        query = Order.all()
-        if status:
-            query = query.filter(status=status)
-        if provider:
-            query = query.filter(provider=provider)
-        if email:
-            query = query.filter(buyer_email__iexact=email)
-        if since_at:
-            query = query.filter(created_at__gte=since_at)
-        if stuck:
-            # A settle the gateway parked (amount/currency mismatch, ...) leaves the order
-            # unsettled with an inbox row of kind "settled"; pending / needs_review orders
-            # have money in flight; paid_minor > 0 is a partial payment.
-            settle_parked = await InboxEvent.filter(
-                kind="settled", outcome=InboxOutcome.PARKED
-            ).values_list("order_id", flat=True)
-            query = query.filter(
-                Q(status__in=[OrderStatus.PENDING, OrderStatus.NEEDS_REVIEW])
-                | Q(paid_minor__gt=0, status__in=[OrderStatus.CREATED, OrderStatus.FAILED])
-                | Q(id__in=[i for i in settle_parked if i], status__not=OrderStatus.SETTLED)
-            ).exclude(status=OrderStatus.REVERSED)
-        rows = await query.order_by("-created_at", "-id").limit(limit)
-        return [_row(order) for order in rows]
+        return [_row(order) for order in await list_orders(wanted)]
 
     rows = with_db(settings, work)
     emit_table(rows, LIST_COLUMNS, as_json=as_json, title="orders", empty="no orders match")
 
 
-def _row(order: Any) -> dict[str, Any]:
-    from config.money import format_decimal
+@orders.command("show")
+@click.argument("order_id")
+@json_option
+def orders_show(order_id: str, as_json: bool) -> None:
+    """One order: its fields, inbox events, license (with the key) and emails."""
+    settings = settings_and_logging()
 
+    async def work() -> dict[str, Any] | None:
+        record = await order_record(order_id)
+        return None if record is None else _doc(record, settings.public_url)
+
+    doc = with_db(settings, work)
+    if doc is None:
+        raise click.ClickException(f"no order {order_id}")
+    if as_json:
+        emit_object(doc, as_json=True)
+    else:
+        _print(doc)
+
+
+def _row(order: Order) -> dict[str, Any]:
     return {
         "id": order.id,
         "created_at": iso(order.created_at),
@@ -105,68 +106,52 @@ def _row(order: Any) -> dict[str, Any]:
     }
 
 
-@orders.command("show")
-@click.argument("order_id")
-@json_option
-def orders_show(order_id: str, as_json: bool) -> None:
-    """One order: its fields, inbox events, license (with the key) and emails."""
-    from gateway.db.models import InboxEvent, License, Order, OutboxEmail
+def _doc(record: OrderRecord, public_url: str) -> dict[str, Any]:
+    doc = _row(record.order)
+    doc["status_url"] = record.order.status_url(public_url)
+    doc["events"] = [_event(e) for e in record.events]
+    doc["license"] = None if record.license is None else _license(record.license)
+    doc["emails"] = [_email(m) for m in record.emails]
+    return doc
 
-    settings = settings_and_logging()
 
-    async def work() -> dict[str, Any] | None:
-        order = await Order.get_or_none(id=order_id)
-        if order is None:
-            return None
-        doc = _row(order)
-        doc["status_url"] = order.status_url(settings.public_url)
-        events = await InboxEvent.filter(order_id=order.id).order_by("received_at", "id")
-        doc["events"] = [
-            {
-                "id": e.id,
-                "received_at": iso(e.received_at),
-                "provider": e.provider,
-                "kind": e.kind,
-                "event": e.dedupe_key,
-                "outcome": e.outcome.value,
-                "detail": e.detail,
-            }
-            for e in events
-        ]
-        lic = await License.get_or_none(order_id=order.id)
-        doc["license"] = (
-            None
-            if lic is None
-            else {
-                "id": lic.id,
-                "key": lic.key,
-                "status": lic.status.value,
-                "tier": lic.tier,
-                "seat_limit": lic.seat_limit,
-                "revoke_reason": lic.revoke_reason,
-            }
-        )
-        emails = await OutboxEmail.filter(order_id=order.id).order_by("id")
-        doc["emails"] = [
-            {
-                "id": m.id,
-                "kind": m.kind,
-                "to": m.to_address,
-                "status": m.status.value,
-                "attempts": m.attempts,
-                "sent_at": iso(m.sent_at),
-                "last_error": m.last_error,
-            }
-            for m in emails
-        ]
-        return doc
+def _event(event: InboxEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "received_at": iso(event.received_at),
+        "provider": event.provider,
+        "kind": event.kind,
+        "event": event.dedupe_key,
+        "outcome": event.outcome.value,
+        "detail": event.detail,
+    }
 
-    doc = with_db(settings, work)
-    if doc is None:
-        raise click.ClickException(f"no order {order_id}")
-    if as_json:
-        emit_object(doc, as_json=True)
-        return
+
+def _license(lic: License) -> dict[str, Any]:
+    return {
+        "id": lic.id,
+        "key": lic.key,
+        "status": lic.status.value,
+        "tier": lic.tier,
+        "seat_limit": lic.seat_limit,
+        "revoke_reason": lic.revoke_reason,
+    }
+
+
+def _email(email: OutboxEmail) -> dict[str, Any]:
+    return {
+        "id": email.id,
+        "kind": email.kind,
+        "to": email.to_address,
+        "status": email.status.value,
+        "attempts": email.attempts,
+        "sent_at": iso(email.sent_at),
+        "last_error": email.last_error,
+    }
+
+
+def _print(doc: dict[str, Any]) -> None:
+    """The order's fields as `key: value` lines, its license on one line, then two tables."""
     nested = {k: doc.pop(k) for k in ("events", "license", "emails")}
     emit_object(doc, as_json=False)
     lic = nested["license"]

@@ -9,16 +9,19 @@ README asks for; `GET /api/v1/stores/{id}` would need store-settings rights too)
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from tortoise import connections
 
+from config.catalog import CatalogError, load_catalog
 from config.settings import Settings, env_name
-
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+from gateway.db import database as db
+from gateway.licenses.signing import KeyFileError, KeyStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,43 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+async def check_installation(settings: Settings, *, seconds: float) -> list[Check]:
+    """The catalog, the database, the license signing keys and every provider, in order."""
+    try:
+        catalog = load_catalog(settings.products_file)
+        checks = [Check("catalog", True, f"{len(catalog.products)} product(s)")]
+    except CatalogError as exc:
+        checks = [Check("catalog", False, str(exc))]
+    checks.append(await _ping_db(settings, seconds))
+    checks.append(_signing_keys(settings))
+    return checks + await ping_providers(settings, seconds=seconds)
+
+
+def _signing_keys(settings: Settings) -> Check:
+    """The license signing keys as `serve` will load them: an unsafe key file stops startup."""
+    directory = settings.license.keys_path(settings.data_dir)
+    try:
+        keys = KeyStore(directory).load()
+    except (KeyFileError, OSError) as exc:
+        return Check("license keys", False, str(exc))
+    if not keys:
+        return Check("license keys", True, f"none yet in {directory}: the first start makes one")
+    return Check("license keys", True, f"{len(keys)} in {directory}, signing: {keys[-1].kid}")
+
+
+async def _ping_db(settings: Settings, seconds: float) -> Check:
+    where = settings.resolved_database_url.split("@")[-1]
+    try:
+        await asyncio.wait_for(db.open_db(settings, run_migrations=False), seconds)
+        try:
+            await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), seconds)
+        finally:
+            await db.close_db()
+    except Exception as exc:  # any failure to reach the database is the finding
+        return Check("database", False, f"{where}: {type(exc).__name__}: {exc}")
+    return Check("database", True, f"{where} reachable")
 
 
 def production_warnings(settings: Settings, *, host: str | None = None) -> list[str]:

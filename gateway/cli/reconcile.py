@@ -6,11 +6,14 @@ from typing import Any
 
 import click
 
-from gateway.cli import cli
+from config.catalog import load_catalog
 from gateway.cli.common import emit_object, json_option, settings_and_logging, with_db
+from gateway.payments.apply import Applier
+from gateway.payments.reconciler import Reconciler
+from providers.registry import build_providers
 
 
-@cli.command()
+@click.command()
 @json_option
 def reconcile(as_json: bool) -> None:
     """Ask each provider once about orders its webhooks left unfinished.
@@ -18,11 +21,6 @@ def reconcile(as_json: bool) -> None:
     Safe next to running `serve` processes: each order is claimed by one process at a time.
     Exits 1 when a provider was unreachable (those orders are retried later).
     """
-    from config.catalog import load_catalog
-    from gateway.payments.apply import Applier
-    from gateway.payments.reconciler import Reconciler
-    from providers.registry import build_providers
-
     settings = settings_and_logging()
     catalog = load_catalog(settings.products_file)
 

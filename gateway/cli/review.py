@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import cli
+from config.catalog import load_catalog
 from gateway.cli.common import (
     emit_object,
     emit_table,
@@ -15,9 +15,11 @@ from gateway.cli.common import (
     settings_and_logging,
     with_db,
 )
+from gateway.payments.apply import Applier, Result
+from gateway.payments.review import needs_review
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.pass_context
 def review(ctx: click.Context) -> None:
     """Orders in needs_review and parked events (amount/currency mismatch, unknown order,
@@ -30,8 +32,6 @@ def review(ctx: click.Context) -> None:
 @json_option
 def review_list(as_json: bool) -> None:
     """List what needs review, oldest first: orders (type "order") and parked events."""
-    from gateway.payments.review import needs_review
-
     settings = settings_and_logging()
 
     async def work() -> list[dict[str, Any]]:
@@ -59,9 +59,6 @@ def review_list(as_json: bool) -> None:
 @json_option
 def review_resolve(order_id: str, decision: str | None, reason: str, as_json: bool) -> None:
     """Decide a needs_review order after checking the payment at the provider."""
-    from config.catalog import load_catalog
-    from gateway.payments.apply import Applier, Result
-
     if decision is None:
         raise click.UsageError("say --issue or --dismiss")
     settings = settings_and_logging()

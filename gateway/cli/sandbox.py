@@ -1,8 +1,8 @@
 """`sandbox`: the fake Stripe and fake BTCPay wired to a local gateway, in one command.
 
 For trying the whole purchase without any account: both fakes speak the providers' real
-HTTP APIs and post signed webhooks to this gateway. Development only; the secrets below
-are the fakes' own and protect nothing.
+HTTP APIs and post signed webhooks to this gateway. Development only; its secrets
+(gateway/cli/sandbox_env.py) are the fakes' own and protect nothing.
 """
 
 from __future__ import annotations
@@ -10,24 +10,17 @@ from __future__ import annotations
 import os
 
 import click
+import uvicorn
 
-from gateway.cli import cli
+from gateway.app import create_app
 from gateway.cli.common import log, settings_and_logging
-
-DEFAULT_BTCPAY_PORT = 14142
-SANDBOX_ENV = {
-    "GATEWAY_STRIPE__ENABLED": "true",
-    "GATEWAY_STRIPE__SECRET_KEY": "sk_test_fake_gateway",
-    "GATEWAY_STRIPE__WEBHOOK_SECRET": "whsec_fake_gateway_secret",
-    "GATEWAY_BTCPAY__ENABLED": "true",
-    "GATEWAY_BTCPAY__MODE": "greenfield",
-    "GATEWAY_BTCPAY__STORE_ID": "FakeStore1111111111111111111111111111111111",
-    "GATEWAY_BTCPAY__API_KEY": "fake-btcpay-api-key",
-    "GATEWAY_BTCPAY__WEBHOOK_SECRET": "fake-btcpay-webhook-secret",
-}
+from gateway.cli.sandbox_env import DEFAULT_BTCPAY_PORT, SANDBOX_ENV
+from gateway.ops.logs import uvicorn_log_config
+from sandbox.btcpay.server import FakeBTCPay, FakeServerThread
+from sandbox.stripe.api import FakeStripe
 
 
-@cli.command()
+@click.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--stripe-port", type=click.IntRange(1, 65535), default=12111, show_default=True)
 @click.option(
@@ -38,13 +31,6 @@ SANDBOX_ENV = {
 )
 def sandbox(port: int, stripe_port: int, btcpay_port: int) -> None:
     """Run fake Stripe + fake BTCPay and a gateway using them, all on 127.0.0.1."""
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.ops.logs import uvicorn_log_config
-    from sandbox.btcpay.server import FakeBTCPay, FakeServerThread
-    from sandbox.stripe.api import FakeStripe
-
     gateway_url = f"http://127.0.0.1:{port}"
     stripe_url = f"http://127.0.0.1:{stripe_port}"
     btcpay_url = f"http://127.0.0.1:{btcpay_port}"

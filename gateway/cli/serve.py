@@ -1,4 +1,4 @@
-"""`serve` and `migrate`."""
+"""`serve`: the HTTP server, one process or several workers."""
 
 from __future__ import annotations
 
@@ -7,18 +7,23 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
+import uvicorn
 
-from gateway.cli import cli
+from config.settings import Settings
 from gateway.cli.common import log, settings_and_logging
+from gateway.cli.preflight import ping_providers, production_warnings
+from gateway.db import database as db
+from gateway.ops.logs import uvicorn_log_config
 
 # Not imported from gateway.ops.metrics: importing that module creates the metric files inside
 # this directory, which must exist (and be emptied) first.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port"
@@ -56,25 +61,12 @@ def serve(
     no_mailer: bool,
 ) -> None:
     """Run the HTTP server (migrates the database first)."""
-    import uvicorn
-
-    from gateway.cli.preflight import ping_providers, production_warnings
-    from gateway.ops.logs import uvicorn_log_config
-
     if no_mailer:
         # Through the environment: with --workers, each worker loads its own settings.
         os.environ["GATEWAY_MAIL__SENDER_IN_SERVE"] = "false"
     settings = settings_and_logging()
-    for warning in production_warnings(settings, host=host):
-        log.warning("%s", warning)
-    # A refused API key or an unreachable provider is logged loudly; the server still starts
-    # (a provider outage must not keep the other provider's buyers out).
-    for check in asyncio.run(ping_providers(settings, seconds=5.0, include_disabled=False)):
-        if check.ok:
-            log.info("%s: %s", check.name, check.detail)
-        else:
-            log.error("%s: %s", check.name, check.detail)
-    options = {
+    _log_preflight(settings, host)
+    options: dict[str, Any] = {
         "host": host,
         "port": port,
         "proxy_headers": proxy_headers,
@@ -86,20 +78,35 @@ def serve(
         if os.environ.get(MULTIPROC_ENV):
             # Set by the operator to share counts with CLI commands: prepare it as for N.
             _fresh_metrics_dir()
+        # Imported only now: importing the app creates the metric files, in that directory.
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **options)
         return
-    # Several workers: migrate once here (not N times at once), share metrics through files.
-    from gateway.db import database as db
+    _serve_workers(settings, workers, options)
 
+
+def _log_preflight(settings: Settings, host: str) -> None:
+    for warning in production_warnings(settings, host=host):
+        log.warning("%s", warning)
+    # A refused API key or an unreachable provider is logged loudly; the server still starts
+    # (a provider outage must not keep the other provider's buyers out).
+    for check in asyncio.run(ping_providers(settings, seconds=5.0, include_disabled=False)):
+        if check.ok:
+            log.info("%s: %s", check.name, check.detail)
+        else:
+            log.error("%s: %s", check.name, check.detail)
+
+
+def _serve_workers(settings: Settings, workers: int, options: dict[str, Any]) -> None:
+    """Several workers: migrate once here (not N times at once), share metrics through files."""
     asyncio.run(db.migrate(settings.resolved_database_url))
     if settings.resolved_database_url.startswith("sqlite"):
         log.warning("--workers %d on SQLite: use PostgreSQL for several workers", workers)
     metrics_dir, created = _fresh_metrics_dir()
     log.info("%d workers; metrics shared through %s", workers, metrics_dir)
     try:
-        uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)
     finally:
         if created:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -119,16 +126,3 @@ def _fresh_metrics_dir() -> tuple[Path, bool]:
     for stale in path.glob("*.db"):
         stale.unlink()
     return path, False
-
-
-@cli.command()
-def migrate() -> None:
-    """Apply pending database migrations (idempotent)."""
-    from gateway.db import database as db
-    from gateway.licenses.signing import KeyStore
-
-    settings = settings_and_logging()
-    asyncio.run(db.migrate(settings.resolved_database_url))
-    # The first license signing key is made here too, so a fresh install is complete.
-    KeyStore(settings.license.keys_path(settings.data_dir)).ensure()
-    log.info("database is up to date: %s", settings.resolved_database_url.split("@")[-1])

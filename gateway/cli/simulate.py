@@ -16,30 +16,40 @@ What the gateway then trusts differs by provider, as it should:
 `--sandbox` also falls back to the sandbox's own webhook secrets and fake BTCPay URL where
 none is configured: `checkout-gateway sandbox` sets them inside its own process only, so the
 shell a seller runs `simulate` from usually has none.
+
+The Stripe objects come from the sandbox's builders, the BTCPay signature from the provider's
+own `sign_body`: the simulated webhook is the one the fakes and the provider agree on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
+import httpx
+import stripe
+from pydantic import SecretStr
 
-from gateway.cli import cli
+from config.settings import Settings, env_name
 from gateway.cli.common import log, settings_and_logging, with_db
-from gateway.cli.sandbox import DEFAULT_BTCPAY_PORT, SANDBOX_ENV
-
-if TYPE_CHECKING:
-    from config.settings import Settings
+from gateway.cli.sandbox_env import DEFAULT_BTCPAY_PORT, SANDBOX_ENV
+from gateway.db.models import Order
+from providers.btcpay.signature import SIGNATURE_HEADER, sign_body
+from sandbox.stripe.objects import (
+    charge_object,
+    event_object,
+    payment_intent_object,
+    session_object,
+)
 
 ACTIONS = ("settle", "expire", "refund")
+JSON = "application/json"
 
 
-@cli.command()
+@click.command()
 @click.argument("action", type=click.Choice(ACTIONS))
 @click.argument("order_id")
 @click.option("--url", help="the gateway's base URL (default: GATEWAY_PUBLIC_URL)")
@@ -55,10 +65,6 @@ ACTIONS = ("settle", "expire", "refund")
 )
 def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None:
     """Send a signed settle/expire/refund webhook for ORDER_ID to a running gateway."""
-    import httpx
-
-    from gateway.db.models import Order
-
     settings = settings_and_logging()
     if sandbox:
         settings = _with_sandbox_defaults(settings)
@@ -69,27 +75,7 @@ def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None
     order = with_db(settings, load)
     if order is None:
         raise click.ClickException(f"no order {order_id}")
-    if order.provider == "stripe":
-        secret = settings.stripe.webhook_secret
-        if secret is None:
-            raise click.ClickException("GATEWAY_STRIPE__WEBHOOK_SECRET is not set")
-        body, headers = stripe_webhook(order, action, secret.get_secret_value())
-    elif order.provider == "btcpay":
-        secret = settings.btcpay.webhook_secret
-        if secret is None:
-            raise click.ClickException("GATEWAY_BTCPAY__WEBHOOK_SECRET is not set")
-        if action == "refund":
-            raise click.ClickException(
-                "BTCPay sends no refund webhook: refund in BTCPay, then "
-                f"`checkout-gateway licenses revoke {order.id} --reason refunded`"
-            )
-        if sandbox:
-            _sandbox_invoice(settings.btcpay.url, order.provider_ref, action)
-        body, headers = btcpay_webhook(
-            order, action, secret.get_secret_value(), settings.btcpay.store_id
-        )
-    else:
-        raise click.ClickException(f"order {order.id} is a {order.provider} order: nothing to pay")
+    body, headers = _signed_webhook(settings, order, action, sandbox=sandbox)
     target = f"{(url or settings.public_url).rstrip('/')}/webhooks/{order.provider}"
     try:
         response = httpx.post(target, content=body, headers=headers, timeout=30)
@@ -98,29 +84,57 @@ def simulate(action: str, order_id: str, url: str | None, sandbox: bool) -> None
     log.info("simulated %s webhook for order %s -> %s", action, order.id, response.status_code)
     click.echo(f"POST {target} -> {response.status_code}")
     click.echo(response.text)
-    results = _results(response)
-    if response.status_code != 200 or not results or "ignored" in results:
-        if order.provider == "btcpay" and "ignored" in results:
-            click.echo(
-                "BTCPay re-checks every event with the invoice itself: pay the invoice in "
-                "BTCPay (or use --sandbox with `checkout-gateway sandbox`)",
-                err=True,
-            )
-        raise click.exceptions.Exit(1)
+    _exit_unless_applied(order, response)
     # The sandbox's public URL is its own address (--url), which this shell's settings do not
     # know; elsewhere --url may be an internal address, and buyers use GATEWAY_PUBLIC_URL.
     public = (url if sandbox and url else settings.public_url).rstrip("/")
     click.echo(f"order status: {order.status_url(public)}")
 
 
+def _signed_webhook(
+    settings: Settings, order: Order, action: str, *, sandbox: bool
+) -> tuple[bytes, dict[str, str]]:
+    if order.provider == "stripe":
+        secret = _secret(settings.stripe.webhook_secret, "stripe")
+        return stripe_webhook(order, action, secret)
+    if order.provider == "btcpay":
+        secret = _secret(settings.btcpay.webhook_secret, "btcpay")
+        if action == "refund":
+            raise click.ClickException(
+                "BTCPay sends no refund webhook: refund in BTCPay, then "
+                f"`checkout-gateway licenses revoke {order.id} --reason refunded`"
+            )
+        if sandbox:
+            _sandbox_invoice(settings.btcpay.url, order.provider_ref, action)
+        return btcpay_webhook(order, action, secret, settings.btcpay.store_id)
+    raise click.ClickException(f"order {order.id} is a {order.provider} order: nothing to pay")
+
+
+def _secret(value: SecretStr | None, provider: str) -> str:
+    if value is None:
+        raise click.ClickException(f"{env_name(provider, 'webhook_secret')} is not set")
+    return value.get_secret_value()
+
+
+def _exit_unless_applied(order: Order, response: httpx.Response) -> None:
+    results = _results(response)
+    if response.status_code == 200 and results and "ignored" not in results:
+        return
+    if order.provider == "btcpay" and "ignored" in results:
+        click.echo(
+            "BTCPay re-checks every event with the invoice itself: pay the invoice in "
+            "BTCPay (or use --sandbox with `checkout-gateway sandbox`)",
+            err=True,
+        )
+    raise click.exceptions.Exit(1)
+
+
 def _with_sandbox_defaults(settings: Settings) -> Settings:
     """`settings`, with what `checkout-gateway sandbox` uses wherever nothing is configured."""
-    from pydantic import SecretStr
-
-    stripe, btcpay = settings.stripe, settings.btcpay
-    if stripe.webhook_secret is None:
+    stripe_settings, btcpay = settings.stripe, settings.btcpay
+    if stripe_settings.webhook_secret is None:
         secret = SecretStr(SANDBOX_ENV["GATEWAY_STRIPE__WEBHOOK_SECRET"])
-        stripe = stripe.model_copy(update={"webhook_secret": secret})
+        stripe_settings = stripe_settings.model_copy(update={"webhook_secret": secret})
     updates: dict[str, Any] = {}
     if btcpay.webhook_secret is None:
         updates["webhook_secret"] = SecretStr(SANDBOX_ENV["GATEWAY_BTCPAY__WEBHOOK_SECRET"])
@@ -129,84 +143,82 @@ def _with_sandbox_defaults(settings: Settings) -> Settings:
     if btcpay.store_id is None:
         updates["store_id"] = SANDBOX_ENV["GATEWAY_BTCPAY__STORE_ID"]
     btcpay = btcpay.model_copy(update=updates)
-    return settings.model_copy(update={"stripe": stripe, "btcpay": btcpay})
+    return settings.model_copy(update={"stripe": stripe_settings, "btcpay": btcpay})
 
 
-def _results(response: Any) -> list[str]:
+def _results(response: httpx.Response) -> list[str]:
     try:
         return [str(e.get("result")) for e in response.json().get("events", [])]
     except (ValueError, AttributeError):
         return []
 
 
-def stripe_webhook(order: Any, action: str, secret: str) -> tuple[bytes, dict[str, str]]:
+def stripe_webhook(order: Order, action: str, secret: str) -> tuple[bytes, dict[str, str]]:
     """A Stripe event as Stripe would send it for this order, signed with `secret`."""
-    import stripe
-
-    from providers.stripe.provider import SDK_API_VERSION
-
+    now = int(time.time())
     intent = order.payment_ref or f"pi_simulated_{order.id.removeprefix('ord_')}"
-    session = {
-        "id": order.provider_ref,
-        "object": "checkout.session",
-        "amount_subtotal": order.amount_minor,
-        "amount_total": order.amount_minor,
-        "client_reference_id": order.id,
-        "currency": order.currency.lower(),
-        "customer_email": order.buyer_email,
-        "livemode": False,
-        "metadata": {"order_id": order.id, "product": order.product_id},
-        "mode": "payment",
-        "payment_intent": intent,
-        "payment_status": "paid",
-        "status": "complete",
-        "url": None,
-    }
-    if action == "settle":
-        event_type, data = "checkout.session.completed", session
-    elif action == "expire":
-        event_type = "checkout.session.expired"
-        data = session | {"status": "expired", "payment_status": "unpaid", "payment_intent": None}
-    else:
-        event_type = "charge.refunded"
-        data = {
-            "id": f"ch_simulated_{secrets.token_hex(8)}",
-            "object": "charge",
-            "amount": order.amount_minor,
-            "amount_refunded": order.amount_minor,
-            "currency": order.currency.lower(),
+    if action == "refund":
+        event_type, data = "charge.refunded", _refunded_charge(order, intent, now)
+    elif action == "settle":
+        event_type = "checkout.session.completed"
+        data = _session(order, now) | {
+            "status": "complete",
+            "payment_status": "paid",
             "payment_intent": intent,
-            "refunded": True,
-            "livemode": False,
         }
-    event = {
-        "id": f"evt_simulated_{secrets.token_hex(12)}",
-        "object": "event",
-        "api_version": SDK_API_VERSION,
-        "created": int(time.time()),
-        "data": {"object": data},
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-    }
+    else:
+        event_type, data = "checkout.session.expired", _session(order, now) | {"status": "expired"}
+    event = event_object(event_type, data, created=now, livemode=False, request_id=None)
     payload = json.dumps(event)
     header = stripe.WebhookSignature.generate_signature_header(payload, secret)
-    return payload.encode(), {"stripe-signature": header, "content-type": "application/json"}
+    return payload.encode(), {"stripe-signature": header, "content-type": JSON}
+
+
+def _session(order: Order, now: int) -> dict[str, Any]:
+    """The order's Checkout Session as Stripe holds it once it is over (no URL any more)."""
+    params = {
+        "client_reference_id": order.id,
+        "customer_email": order.buyer_email,
+        "metadata": {"order_id": order.id, "product": order.product_id},
+        "mode": "payment",
+    }
+    session = session_object(
+        sid=order.provider_ref or "",
+        params=params,
+        amount=order.amount_minor,
+        currency=order.currency.lower(),
+        created=now,
+        expires_at=now + 24 * 3600,
+        livemode=False,
+        url="",
+    )
+    return session | {"id": order.provider_ref, "url": None}
+
+
+def _refunded_charge(order: Order, intent_id: str, now: int) -> dict[str, Any]:
+    intent = payment_intent_object(
+        amount=order.amount_minor,
+        currency=order.currency.lower(),
+        metadata={"order_id": order.id},
+        status="succeeded",
+        created=now,
+        livemode=False,
+    ) | {"id": intent_id}
+    charge = charge_object(intent, created=now, livemode=False)
+    return charge | {"amount_refunded": order.amount_minor, "refunded": True}
 
 
 def btcpay_webhook(
-    order: Any, action: str, secret: str, store_id: str | None
+    order: Order, action: str, secret: str, store_id: str | None
 ) -> tuple[bytes, dict[str, str]]:
     """A Greenfield webhook delivery for this order's invoice, signed like BTCPay signs."""
-    event_type = "InvoiceSettled" if action == "settle" else "InvoiceExpired"
     delivery = secrets.token_urlsafe(16)
     payload = {
         "deliveryId": delivery,
         "webhookId": "simulated",
         "originalDeliveryId": delivery,
         "isRedelivery": False,
-        "type": event_type,
+        "type": "InvoiceSettled" if action == "settle" else "InvoiceExpired",
         "timestamp": int(time.time()),
         "storeId": store_id,
         "invoiceId": order.provider_ref,
@@ -216,13 +228,10 @@ def btcpay_webhook(
         "partiallyPaid": False,
     }
     body = json.dumps(payload).encode()
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return body, {"btcpay-sig": f"sha256={digest}", "content-type": "application/json"}
+    return body, {SIGNATURE_HEADER: sign_body(secret, body), "content-type": JSON}
 
 
 def _sandbox_invoice(btcpay_url: str | None, invoice_id: str | None, action: str) -> None:
-    import httpx
-
     if not btcpay_url or not invoice_id:
         raise click.ClickException(
             "the order has no BTCPay invoice, or GATEWAY_BTCPAY__URL is unset"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +66,6 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
-
-
-# For the `tortoise` CLI (`tortoise makemigrations` / `migrate`), via [tool.tortoise].
-TORTOISE_ORM = tortoise_config(
-    os.environ.get("GATEWAY_DATABASE_URL", "sqlite://data/gateway.sqlite3")
-)
 
 
 def _ensure_sqlite_dir(database_url: str) -> None:

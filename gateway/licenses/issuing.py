@@ -1,46 +1,21 @@
-"""License keys (`XXXX-XXXX-XXXX-XXXX`, no look-alikes) and issuing a license for an order."""
+"""Issuing a license for an order: the license row and its email, in the settle transaction."""
 
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from config.catalog import Product
 from gateway.db.models import EmailStatus, License, Order, OutboxEmail
+from gateway.licenses.keys import KeyFactory, mask_key
 from gateway.mail.messages import license_email
 
 log = logging.getLogger(__name__)
 
-# No 0/O, 1/I/L: a buyer reads the key off an email and types it.
-ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-GROUPS = 4
-GROUP_LEN = 4
-
-# The applier takes one of these so a test can force a key clash.
-KeyFactory = Callable[[], str]
+# The outbox kind of the email that carries the key.
 LICENSE_EMAIL = "license"
-
-
-def generate_key() -> str:
-    """A fresh random key (~79 bits); uniqueness is enforced by the database."""
-    return "-".join(
-        "".join(secrets.choice(ALPHABET) for _ in range(GROUP_LEN)) for _ in range(GROUPS)
-    )
-
-
-def normalize_key(raw: str) -> str:
-    """Canonical form of a key a human typed (case, spaces, missing dashes)."""
-    compact = "".join(ch for ch in raw.upper() if ch.isalnum())
-    return "-".join(compact[i : i + GROUP_LEN] for i in range(0, len(compact), GROUP_LEN))
-
-
-def mask_key(key: str) -> str:
-    """For logs: never write a whole key."""
-    return key[:4] + "-****-****-" + key[-4:] if len(key) >= 8 else "****"
 
 
 async def issue_license(

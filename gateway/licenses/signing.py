@@ -164,10 +164,9 @@ def _thumbprint(jwk: dict[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """What a running gateway signs with (the newest key) and publishes (every key)."""
+    """What a running gateway signs with (the newest key) and publishes (`jwks_body`: every key)."""
 
     current: SigningKey
-    published: tuple[SigningKey, ...]
     issuer: str
     ttl: timedelta
     jwks_body: bytes
@@ -196,7 +195,6 @@ def build_signer(keys: list[SigningKey], *, issuer: str, ttl: timedelta) -> Sign
     jwks = {"keys": [key.public_jwk() for key in reversed(keys)]}
     return Signer(
         current=keys[-1],
-        published=tuple(keys),
         issuer=issuer,
         ttl=ttl,
         jwks_body=json.dumps(jwks, separators=(",", ":")).encode(),

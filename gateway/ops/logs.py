@@ -24,7 +24,7 @@ _CONTEXT_FIELDS = ("order_id", "provider", "event", "dedupe_key", "request_id")
 _TOKEN_VALUE = re.compile(r"(?i)((?:^|[?&;])[^=&;]*token=)[^&;]*")
 REDACTED = "[redacted]"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# The shape of gateway.licenses.issuing keys (no 0/O/1/I/L).
+# The shape of license keys (gateway.licenses.keys: no 0/O/1/I/L).
 _GROUP = "[2-9A-HJKMNP-Z]{4}"
 _KEY = re.compile(rf"\b{_GROUP}-{_GROUP}-{_GROUP}-({_GROUP})\b")
 

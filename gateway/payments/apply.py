@@ -23,7 +23,8 @@ from tortoise.transactions import in_transaction
 
 from config.catalog import Catalog
 from gateway.db.models import Order
-from gateway.licenses.issuing import KeyFactory, generate_key, issue_license
+from gateway.licenses.issuing import issue_license
+from gateway.licenses.keys import KeyFactory, generate_key
 from gateway.payments import inbox
 from gateway.payments.results import ApplyResult as ApplyResult
 from gateway.payments.results import Result as Result

@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.cli import cli
 from gateway.db import database as db
 from gateway.db.models import EmailStatus, License, LicenseStatus, Order, OrderStatus, OutboxEmail
-from gateway.licenses.issuing import mask_key
+from gateway.licenses.keys import mask_key
 from gateway.mail.outbox import Mailer
 from gateway.payments.apply import Applier
 from providers.events import PaymentPending, PaymentSettled, ProviderName

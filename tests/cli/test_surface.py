@@ -29,9 +29,16 @@ from tests.support.issuer import deliver, event, new_order
 from tests.support.procs import PYTHON, Process, clean_env, free_port
 
 
+def _subcommands(group: click.Group) -> dict[str, click.Command]:
+    """The group's commands, through the group's own API: the CLI loads them lazily."""
+    ctx = click.Context(group)
+    found = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
-    for name, command in group.commands.items():
+    for name, command in _subcommands(group).items():
         found.append((*prefix, name))
         if isinstance(command, click.Group):
             found += _commands(command, (*prefix, name))
@@ -274,11 +281,11 @@ def _span_commands(span: str) -> tuple[list[tuple[str, ...]], set[str]]:
     for token in tokens:
         alternatives = token.split("|")
         if not isinstance(command, click.Group) or not all(
-            a in command.commands for a in alternatives
+            a in _subcommands(command) for a in alternatives
         ):
             break
         paths = [(*p, a) for p in paths for a in alternatives]
-        command = command.commands[alternatives[0]]
+        command = _subcommands(command)[alternatives[0]]
     claimed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", span))
     return paths, claimed
 
@@ -287,7 +294,7 @@ def _command(path: tuple[str, ...]) -> click.Command:
     sub: click.Command = cli
     for name in path:
         assert isinstance(sub, click.Group)
-        sub = sub.commands[name]
+        sub = _subcommands(sub)[name]
     return sub
 
 

@@ -28,7 +28,7 @@ from gateway.db.models import (
     OrderStatus,
     OutboxEmail,
 )
-from gateway.licenses.issuing import ALPHABET
+from gateway.licenses.keys import ALPHABET
 from providers.errors import ProviderUnavailable
 from providers.events import PaymentEvent, ProviderName
 from sandbox.provider import FakeProvider

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from config.catalog import Catalog
 from gateway.db.models import License, OrderStatus
-from gateway.licenses.issuing import generate_key
+from gateway.licenses.keys import generate_key
 from tests.support.issuer import BUYER, new_order
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.licenses.issuing import ALPHABET, generate_key, mask_key, normalize_key
+from gateway.licenses.keys import ALPHABET, generate_key, mask_key, normalize_key
 
 KEY_RE = re.compile(rf"^[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{3}}$")
 
