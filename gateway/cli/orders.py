@@ -17,7 +17,7 @@ from gateway.cli.common import (
     with_db,
 )
 from gateway.db.models import InboxEvent, License, Order, OutboxEmail
-from gateway.ops.orders import OrderFilter, OrderRecord, list_orders, order_record
+from gateway.payments.orders import OrderFilter, OrderRecord, list_orders, order_record
 
 ORDER_STATUSES = ["created", "pending", "settled", "failed", "reversed", "needs_review"]
 LIST_COLUMNS = ["id", "created_at", "status", "provider", "product", "amount", "email"]

@@ -8,7 +8,7 @@ import click
 
 from gateway.cli.common import emit_table, iso, json_option, settings_and_logging, with_db
 from gateway.db.models import OutboxEmail
-from gateway.ops import emails as queue
+from gateway.mail import queue
 
 COLUMNS = ["id", "order_id", "kind", "to", "status", "attempts", "next_attempt_at", "last_error"]
 

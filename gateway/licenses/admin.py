@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from gateway.db.models import Activation, License, LicenseStatus, OutboxEmail
 from gateway.licenses.issuing import LICENSE_EMAIL
 from gateway.licenses.keys import mask_key, normalize_key
+from gateway.mail.queue import is_queued, queue_again
 from gateway.ops import metrics
-from gateway.ops.emails import is_queued, queue_again
 
 log = logging.getLogger(__name__)
 
