@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TypedDict
 
 
 class ProviderName(StrEnum):
@@ -115,12 +116,24 @@ ActionableEvent = (
 PaymentEvent = ActionableEvent | Ignored
 
 
+class Subject(TypedDict):
+    """The fields every event about one checkout shares, typed key by key: mypy checks a
+    `**subject` into an event's constructor field by field, as it would keyword arguments
+    (which a `dict[str, Any]` splat never got)."""
+
+    provider: ProviderName
+    provider_ref: str
+    order_id: str | None
+    occurred_at: datetime
+    payment_ref: str | None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventSubject:
     """What every event about one checkout shares: which provider, checkout, order, when.
 
-    A provider builds it once per payload and asks it for events, so each event's own facts
-    are keyword arguments mypy checks, never a dict of fields splatted into a constructor.
+    A provider builds it once per payload and asks it for events; each event's own facts
+    are keyword arguments.
     """
 
     provider: ProviderName
@@ -129,15 +142,20 @@ class EventSubject:
     occurred_at: datetime
     payment_ref: str | None = None
 
-    def pending(
-        self, *, dedupe_key: str, detail: str = "", amount_paid_minor: int | None = None
-    ) -> PaymentPending:
-        return PaymentPending(
+    def _shared(self) -> Subject:
+        return Subject(
             provider=self.provider,
             provider_ref=self.provider_ref,
             order_id=self.order_id,
             occurred_at=self.occurred_at,
             payment_ref=self.payment_ref,
+        )
+
+    def pending(
+        self, *, dedupe_key: str, detail: str = "", amount_paid_minor: int | None = None
+    ) -> PaymentPending:
+        return PaymentPending(
+            **self._shared(),
             dedupe_key=dedupe_key,
             detail=detail,
             amount_paid_minor=amount_paid_minor,
@@ -147,11 +165,7 @@ class EventSubject:
         self, *, dedupe_key: str, amount_minor: int, currency: str, notes: tuple[str, ...] = ()
     ) -> PaymentSettled:
         return PaymentSettled(
-            provider=self.provider,
-            provider_ref=self.provider_ref,
-            order_id=self.order_id,
-            occurred_at=self.occurred_at,
-            payment_ref=self.payment_ref,
+            **self._shared(),
             dedupe_key=dedupe_key,
             amount_minor=amount_minor,
             currency=currency,
@@ -160,40 +174,18 @@ class EventSubject:
 
     def failed(self, *, dedupe_key: str, reason: str, by_seller: bool = False) -> PaymentFailed:
         return PaymentFailed(
-            provider=self.provider,
-            provider_ref=self.provider_ref,
-            order_id=self.order_id,
-            occurred_at=self.occurred_at,
-            payment_ref=self.payment_ref,
-            dedupe_key=dedupe_key,
-            reason=reason,
-            by_seller=by_seller,
+            **self._shared(), dedupe_key=dedupe_key, reason=reason, by_seller=by_seller
         )
 
     def reversed(
         self, *, dedupe_key: str, reason: str, settled_only: bool = False
     ) -> PaymentReversed:
         return PaymentReversed(
-            provider=self.provider,
-            provider_ref=self.provider_ref,
-            order_id=self.order_id,
-            occurred_at=self.occurred_at,
-            payment_ref=self.payment_ref,
-            dedupe_key=dedupe_key,
-            reason=reason,
-            settled_only=settled_only,
+            **self._shared(), dedupe_key=dedupe_key, reason=reason, settled_only=settled_only
         )
 
     def reinstated(self, *, dedupe_key: str, reason: str) -> PaymentReinstated:
-        return PaymentReinstated(
-            provider=self.provider,
-            provider_ref=self.provider_ref,
-            order_id=self.order_id,
-            occurred_at=self.occurred_at,
-            payment_ref=self.payment_ref,
-            dedupe_key=dedupe_key,
-            reason=reason,
-        )
+        return PaymentReinstated(**self._shared(), dedupe_key=dedupe_key, reason=reason)
 
     def needs_review(
         self,
@@ -204,11 +196,7 @@ class EventSubject:
         currency: str | None = None,
     ) -> PaymentNeedsReview:
         return PaymentNeedsReview(
-            provider=self.provider,
-            provider_ref=self.provider_ref,
-            order_id=self.order_id,
-            occurred_at=self.occurred_at,
-            payment_ref=self.payment_ref,
+            **self._shared(),
             dedupe_key=dedupe_key,
             reason=reason,
             amount_minor=amount_minor,
