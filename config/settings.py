@@ -89,8 +89,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # "json": one JSON object per line (for log shippers); "text" for a terminal.
     log_format: Literal["text", "json"] = "text"
-    # Bearer token for GET /metrics; unset = /metrics is open (bind it to a private network).
+    # Bearer token for GET /metrics. Unset, /metrics answers 404 unless `metrics_public`
+    # opens it to anyone who reaches the port (it shows sales counts).
     metrics_token: SecretStr | None = None
+    metrics_public: bool = False
     # A provider whose every webhook failed its signature check this long: metric + error log.
     webhook_alarm_minutes: float = Field(default=10.0, gt=0)
     mail_backend: Literal["smtp", "console", "file"] = "console"

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from gateway.db import database as db
 from gateway.mail.outbox import Mailer
+from gateway.ops.metrics import access_note
 from gateway.payments.reconciler import Reconciler
 from gateway.state import AppState
 
@@ -39,6 +40,8 @@ def lifespan(
     @contextlib.asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[None]:
         settings = state.settings
+        if note := access_note(settings):
+            log.info("%s", note)
         await db.open_db(settings, run_migrations=run_migrations)
         stop = asyncio.Event()
         sender = (

@@ -8,17 +8,20 @@ the lease ran out, so several senders (in several processes or hosts) never doub
 SQLite has no row locks; the compare-and-set still keeps two senders apart, but run one
 sender per SQLite database.
 
-Each send is bounded as a whole (`asyncio.timeout(smtp.timeout_seconds)`), not only per
-SMTP command as aiosmtplib's own timeout is: a relay answering every command slowly could
-otherwise hold one message for many timeouts, the lease would run out mid-batch, and a
-second sender would claim and send the same row again. With whole-send bounds a batch holds
-its claim for at most `batch_size * timeout`, and the lease is that plus a margin.
+Each send up to the relay's acceptance is bounded as a whole
+(`asyncio.timeout(smtp.timeout_seconds)`), not only per SMTP command as aiosmtplib's own
+timeout is: a relay answering every command slowly could otherwise hold one message for many
+timeouts, the lease would run out mid-batch, and a second sender would claim and send the
+same row again. The goodbye after it (SMTP QUIT) has a bound of its own, so a batch holds
+its claim for at most `batch_size * 2 * timeout`, and the lease is that plus a margin.
 
 Right after the transport accepts a message the row is marked sent in its own committed
 update, a compare-and-set on the claim (`attempts` as claimed), so a stale sender can never
-overwrite a newer claim. A crash between the two can re-send that one mail once the lease
-has expired: the unavoidable at-least-once window of any SMTP outbox; the `Message-ID` is
-fixed per row, so such a copy is recognisable downstream.
+overwrite a newer claim. Only then is the session ended: a relay that answered 250 to DATA
+has the message, so QUIT timing out or failing is a warning, never a retry (retrying it
+would deliver one more copy on every attempt). A crash between acceptance and the update can
+re-send that one mail once the lease has expired: the unavoidable at-least-once window of any
+SMTP outbox; the `Message-ID` is fixed per row, so such a copy is recognisable downstream.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from tortoise.transactions import in_transaction
 
 from config.settings import Settings
 from gateway.db.models import EmailStatus, OutboxEmail
-from gateway.mail.transports import Transport, transport_for
+from gateway.mail.transports import Goodbye, Transport, transport_for
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +83,12 @@ class Mailer:
         self.settings = settings
         self.transport = transport or transport_for(settings)
         mail = settings.mail
-        # Bounds one whole send (connect, every command, the data), not one SMTP command.
+        # Bounds one whole send up to its acceptance (connect, every command, the data),
+        # not one SMTP command; the goodbye after it gets the same bound again.
         self.send_timeout = settings.smtp.timeout_seconds
-        # Long enough for a whole batch to time out one message after another.
-        self.lease = timedelta(seconds=mail.batch_size * self.send_timeout) + LEASE_MARGIN
+        # Long enough for a whole batch to time out one message after another, twice.
+        per_message = 2 * self.send_timeout
+        self.lease = timedelta(seconds=mail.batch_size * per_message) + LEASE_MARGIN
 
     async def run_once(self, now: datetime | None = None) -> MailRun:
         """Send every due email once. `now` is injectable so tests control time."""
@@ -146,9 +151,16 @@ class Mailer:
         message = build_message(row, self.settings.smtp.sender)
         try:
             async with asyncio.timeout(self.send_timeout):
-                await self.transport.send(message)
-        except Exception as exc:  # any transport failure (a timeout too) is retried
+                goodbye = await self.transport.send(message)
+        except Exception as exc:  # any failure before acceptance (a timeout too) is retried
             return await self._failed(row, now, exc)
+        try:
+            await self._mark_sent(row)
+        finally:
+            await self._end_session(row, goodbye)
+        return EmailStatus.SENT
+
+    async def _mark_sent(self, row: OutboxEmail) -> None:
         # Compare-and-set on our claim: only the sender holding the row's current claim
         # marks it, so a stale sender never overwrites a newer claim's outcome.
         marked = await OutboxEmail.filter(
@@ -161,7 +173,19 @@ class Mailer:
                 row.order_id,  # type: ignore[attr-defined]
             )
         log.info("email %s (%s) sent for order %s", row.id, row.kind, row.order_id)  # type: ignore[attr-defined]
-        return EmailStatus.SENT
+
+    async def _end_session(self, row: OutboxEmail, goodbye: Goodbye) -> None:
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await goodbye()
+        except Exception as exc:  # the relay has the message: this is no failed send
+            log.warning(
+                "email %s for order %s was accepted; ending the session failed: %s: %s",
+                row.id,
+                row.order_id,  # type: ignore[attr-defined]
+                type(exc).__name__,
+                exc,
+            )
 
     async def _failed(self, row: OutboxEmail, now: datetime, exc: Exception) -> EmailStatus:
         mail = self.settings.mail

@@ -3,6 +3,11 @@
 `SmtpTransport` for production (aiosmtplib); for development `ConsoleTransport` (logs that
 a mail went out, never its body) and `FileTransport` (one .eml file per message).
 `transport_for` picks one from `settings.mail_backend`.
+
+A send has two phases. `send` returns once the message is accepted (for SMTP: the relay's
+250 to DATA); what it returns is the goodbye that ends the session (SMTP QUIT). The outbox
+records the send between the two, so a relay that stalls or fails on QUIT has still
+received the message once, and is never sent it again.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -21,19 +28,27 @@ from config.settings import Settings, SmtpSettings
 log = logging.getLogger(__name__)
 
 
+Goodbye = Callable[[], Awaitable[None]]
+
+
+async def no_goodbye() -> None:
+    """Backends without a session have nothing to end."""
+
+
 class Transport(Protocol):
-    async def send(self, message: EmailMessage) -> None:
-        """Hand the message over; raise on any failure (it will be retried)."""
+    async def send(self, message: EmailMessage) -> Goodbye:
+        """Hand the message over and return once it is accepted; raise on any failure
+        before that (it will be retried). The caller awaits the returned goodbye after
+        recording the send; a failure there does not make the message unsent."""
 
 
 class SmtpTransport:
     def __init__(self, smtp: SmtpSettings) -> None:
         self.smtp = smtp
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage) -> Goodbye:
         smtp = self.smtp
-        await aiosmtplib.send(
-            message,
+        client = aiosmtplib.SMTP(
             hostname=smtp.host,
             port=smtp.port,
             username=smtp.username,
@@ -42,13 +57,29 @@ class SmtpTransport:
             start_tls=smtp.security == "starttls",
             timeout=smtp.timeout_seconds,
         )
+        try:
+            await client.connect()
+            # Returns at the relay's 250 to DATA: from then on the message is the relay's.
+            await client.send_message(message)
+        except BaseException:
+            client.close()  # a timeout cancels us here too: never leave the socket open
+            raise
+        return partial(_quit, client)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    finally:
+        client.close()
 
 
 class ConsoleTransport:
     """Development: logs that a mail was sent. Never logs the body (it holds the key)."""
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage) -> Goodbye:
         log.info("mail sent (console backend) to %s: %s", message["To"], message["Subject"])
+        return no_goodbye
 
 
 class FileTransport:
@@ -57,8 +88,9 @@ class FileTransport:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage) -> Goodbye:
         await asyncio.to_thread(self._write, message)
+        return no_goodbye
 
     def _write(self, message: EmailMessage) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

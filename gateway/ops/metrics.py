@@ -7,6 +7,12 @@ id, an email, a key or anything else a client chooses.
 Several workers (`serve --workers N`) share nothing in memory, so `serve` points
 `PROMETHEUS_MULTIPROC_DIR` at an empty directory before the workers start; prometheus-client
 then writes each worker's values to files there and a scrape of any worker sums them all.
+
+`/metrics` shows sales counts, so it is closed unless configured: with `GATEWAY_METRICS_TOKEN`
+it needs that bearer token, with `GATEWAY_METRICS_PUBLIC=true` (and no token) it is open,
+otherwise it answers 404 like any unknown path. A token on the main port rather than a
+listener of its own: every worker answers a scrape the same way, with nothing to bind once
+per host and no second port to publish or firewall.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from config.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -121,8 +130,12 @@ async def refresh_outbox() -> None:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """`GET /metrics`; with `GATEWAY_METRICS_TOKEN` set, only for `Authorization: Bearer …`."""
-    token = request.app.state.gateway.settings.metrics_token
+    """`GET /metrics`: with a token, only for `Authorization: Bearer …`; without, 404 unless
+    `metrics_public` opens it."""
+    settings: Settings = request.app.state.gateway.settings
+    token = settings.metrics_token
+    if token is None and not settings.metrics_public:
+        raise HTTPException(status_code=404)  # the same answer as a path that does not exist
     if token is not None:
         given = request.headers.get("authorization", "").encode()
         expected = f"Bearer {token.get_secret_value()}".encode()
@@ -135,3 +148,14 @@ async def metrics_endpoint(request: Request) -> Response:
     await refresh_outbox()
     body, content_type = render()
     return Response(body, headers={"content-type": content_type})
+
+
+def access_note(settings: Settings) -> str | None:
+    """One startup line for an operator whose scraper gets 404s; None when /metrics is open
+    to someone."""
+    if settings.metrics_token is not None or settings.metrics_public:
+        return None
+    return (
+        "/metrics is closed (404): set GATEWAY_METRICS_TOKEN and scrape with that bearer "
+        "token, or GATEWAY_METRICS_PUBLIC=true where only the scraper reaches the port"
+    )

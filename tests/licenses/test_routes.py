@@ -399,9 +399,12 @@ async def test_stripe_refund_webhook_revokes_the_license_end_to_end(
 
 
 async def test_license_api_answers_are_counted_by_endpoint_and_status(
-    app: Starlette, catalog: Catalog
+    db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
 ) -> None:
     from prometheus_client import REGISTRY
+
+    # /metrics is closed by default: this gateway opens it to read the scrape
+    app, _ = fake_gateway(db_url, settings_factory, catalog, metrics_public=True)
 
     def count(endpoint: str, code: str) -> float:
         labels = {"endpoint": endpoint, "code": code}

@@ -1,5 +1,6 @@
-"""`/metrics`: counters move with real webhook deliveries, the bearer token guards it, the
-outbox is counted from the database, and a secret that rejects everything raises an alarm.
+"""`/metrics`: counters move with real webhook deliveries, the bearer token guards it (and
+without one it is closed unless made public), the outbox is counted from the database, and a
+secret that rejects everything raises an alarm.
 Plus the JSON log format."""
 
 from __future__ import annotations
@@ -23,6 +24,20 @@ from gateway.webhooks.alarm import SignatureAlarm
 from sandbox.provider import FakeProvider
 from tests.support.app import running
 from tests.support.issuer import deliver, event, fake_gateway, new_order, results
+
+TOKEN = "scrape-me"
+SCRAPER = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def app(
+    db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog, fake: FakeProvider
+) -> Starlette:
+    """The shared `app` fixture's gateway, scraped the configured way (a bearer token)."""
+    app, _ = fake_gateway(
+        db_url, settings_factory, catalog, fake=fake, metrics_token=SecretStr(TOKEN)
+    )
+    return app
 
 
 def sample(name: str, **labels: str) -> float:
@@ -66,7 +81,7 @@ async def test_webhook_moves_the_counters(
         forged = await client.post(
             "/webhooks/stripe", content=b'{"events": []}', headers={"x-fake-signature": "00"}
         )
-        page = await client.get("/metrics")
+        page = await client.get("/metrics", headers=SCRAPER)
 
     # then every counter moved by exactly what happened
     assert forged.status_code == 400
@@ -108,7 +123,7 @@ async def test_outbox_gauge_counts_dead_emails(
         order = await new_order(catalog)
         await deliver(client, fake, event(order))
         await OutboxEmail.filter(order_id=order.id).update(status=EmailStatus.DEAD)
-        page = await client.get("/metrics")
+        page = await client.get("/metrics", headers=SCRAPER)
 
     assert scraped(page.text, 'gateway_outbox_emails{state="dead"}') == 1
     assert scraped(page.text, 'gateway_outbox_emails{state="pending"}') == 0
@@ -118,17 +133,45 @@ async def test_outbox_gauge_counts_dead_emails(
 async def test_metrics_token_guards_the_endpoint(
     db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
 ) -> None:
-    app, _ = fake_gateway(db_url, settings_factory, catalog, metrics_token=SecretStr("scrape-me"))
+    app, _ = fake_gateway(db_url, settings_factory, catalog, metrics_token=SecretStr(TOKEN))
     async with running(app) as client:
         anonymous = await client.get("/metrics")
         wrong = await client.get("/metrics", headers={"authorization": "Bearer nope"})
-        right = await client.get("/metrics", headers={"authorization": "Bearer scrape-me"})
+        right = await client.get("/metrics", headers=SCRAPER)
 
     assert anonymous.status_code == wrong.status_code == 401
     assert anonymous.json()["error"] == "unauthorized"
     assert anonymous.headers["www-authenticate"] == "Bearer"
     assert right.status_code == 200
     assert "gateway_webhooks_received_total" in right.text
+
+
+@pytest.mark.db
+async def test_metrics_answer_404_without_a_token_unless_made_public(
+    db_url: str, settings_factory: Callable[..., Settings], catalog: Catalog
+) -> None:
+    closed, _ = fake_gateway(db_url, settings_factory, catalog)
+    async with running(closed) as client:
+        anonymous = await client.get("/metrics")
+        bearer = await client.get("/metrics", headers={"authorization": "Bearer anything"})
+        unknown = await client.get("/no-such-path")
+    public, _ = fake_gateway(db_url, settings_factory, catalog, metrics_public=True)
+    async with running(public) as client:
+        opened = await client.get("/metrics")
+    both, _ = fake_gateway(
+        db_url, settings_factory, catalog, metrics_public=True, metrics_token=SecretStr(TOKEN)
+    )
+    async with running(both) as client:
+        without_token = await client.get("/metrics")
+
+    # a closed /metrics looks like any unknown path, whatever the caller sends
+    assert anonymous.status_code == bearer.status_code == 404
+    assert anonymous.json() == bearer.json() == unknown.json()
+    assert "gateway_" not in anonymous.text
+    # opened on purpose it answers anyone; a token, when set, is still required
+    assert opened.status_code == 200
+    assert "gateway_webhooks_received_total" in opened.text
+    assert without_token.status_code == 401
 
 
 def test_alarm_raises_only_after_every_delivery_failed_for_the_window(

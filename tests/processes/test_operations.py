@@ -23,6 +23,9 @@ from tests.support.procs import PYTHON, Process, clean_env, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 STORE = "FakeStore1111111111111111111111111111111111"
+# /metrics is closed by default: these gateways are scraped the configured way.
+METRICS_TOKEN = "scrape-token-operations"
+SCRAPER = {"authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @pytest.fixture
@@ -82,6 +85,7 @@ def test_two_workers_on_postgres_sell_count_and_log_json(pg_url: str, tmp_path: 
         GATEWAY_DATA_DIR=str(tmp_path / "data"),
         GATEWAY_PUBLIC_URL=base,
         GATEWAY_LOG_FORMAT="json",
+        GATEWAY_METRICS_TOKEN=METRICS_TOKEN,
         GATEWAY_MAIL_BACKEND="file",
         GATEWAY_MAIL_DIR=str(tmp_path / "mail"),
         GATEWAY_MAIL__POLL_SECONDS="0.2",
@@ -116,7 +120,9 @@ def test_two_workers_on_postgres_sell_count_and_log_json(pg_url: str, tmp_path: 
                 ).status_code
                 for _ in range(6)
             ]
-            scrapes = [httpx.get(f"{base}/metrics", timeout=10).text for _ in range(6)]
+            scrapes = [
+                httpx.get(f"{base}/metrics", headers=SCRAPER, timeout=10).text for _ in range(6)
+            ]
             orders = [_order(o["status_url"]) for o in (paid, simulated, expired)]
             page = httpx.get(
                 simulated["status_url"], headers={"accept": "text/html"}, timeout=10
@@ -236,6 +242,7 @@ def test_a_metrics_dir_set_by_the_operator_is_created_and_shared_with_cli_comman
         GATEWAY_BTCPAY__ENABLED="false",
         GATEWAY_STRIPE__ENABLED="false",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        GATEWAY_METRICS_TOKEN=METRICS_TOKEN,
     )
     serve = ["serve", "--workers", workers, "--host", "127.0.0.1", "--port", str(port)]
     with Process(
@@ -248,7 +255,7 @@ def test_a_metrics_dir_set_by_the_operator_is_created_and_shared_with_cli_comman
             env, "licenses", "comp", "--product", "pro", "--email", "f@example.com",
             "--by", "ops", "--reason", "metrics", cwd=tmp_path,
         )  # fmt: skip
-        scrape = httpx.get(f"{base}/metrics", timeout=10).text
+        scrape = httpx.get(f"{base}/metrics", headers=SCRAPER, timeout=10).text
 
     # then serve started (no traceback) and its scrape counts the CLI's license too
     assert comp.returncode == 0, comp.stderr
