@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.env import ENV_PREFIX, SettingsError, env_name
 from config.loading import OperatorTomlSource
+from config.origins import canonical_origin
 from config.sections import (
     BtcpaySettings,
     LicenseSettings,
@@ -102,6 +103,9 @@ class Settings(BaseSettings):
     # Origins (scheme://host[:port]) of the seller's own sites: CORS for /purchase-options,
     # the JSON checkout and the embed script, and the Origin check on form posts.
     allowed_origins: list[str] = Field(default_factory=list)
+    # Other origins this gateway itself answers on (a `www.` twin, another port): its own
+    # pages posted from there are accepted as from `public_url`.
+    origin_aliases: list[str] = Field(default_factory=list)
     # Shared rate-limit budget for several workers/hosts; unset = in-process memory.
     redis_url: str | None = None
     stripe: StripeSettings = StripeSettings()
@@ -141,6 +145,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("origin_aliases")
+    @classmethod
+    def _origin_aliases(cls, value: list[str]) -> list[str]:
+        return [canonical_origin(origin) for origin in value]
 
     @model_validator(mode="after")
     def _resolve_providers(self) -> Settings:

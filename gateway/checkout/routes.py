@@ -1,7 +1,9 @@
 """The checkout domain's routes: purchase options, checkout, and the order status.
 
 Each handler reads the request, calls the service and answers; the work lives in
-`options`, `service` (with `claim`) and `orders`.
+`options`, `service` (with `claim`) and `orders`. The checkout takes `application/json` or
+a form and nothing else (415): a browser sends JSON cross-site only after a CORS preflight,
+and every kind of body is checked for its origin first (`gateway/http/origins.py`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from starlette.routing import BaseRoute, Route
 from gateway.checkout.orders import find_order, order_json
 from gateway.checkout.service import start_checkout
 from gateway.http import json_body as json_text
-from gateway.http.errors import InvalidRequest, NotFound
+from gateway.http.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from gateway.http.limits import client_ip
 from gateway.http.negotiation import prefers_html
-from gateway.http.origins import check_form_origin
+from gateway.http.origins import check_origin
 from gateway.mail.addresses import InvalidEmail, Problem, normalize_email
 from gateway.pages.status import not_found_page, render_status_page
 from gateway.state import AppState
@@ -29,6 +31,7 @@ _NO_PRODUCT = json.dumps(
     {"error": "unknown_product", "detail": "no such product"}, separators=(",", ":")
 ).encode()
 _NO_ORDER = {"error": "not_found", "detail": "no such order"}
+_JSON_TYPE = "application/json"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -42,8 +45,9 @@ async def purchase_options(request: Request) -> Response:
 
 async def checkout(request: Request) -> Response:
     state: AppState = request.app.state.gateway
-    check_form_origin(request, state.settings)
+    check_origin(request, state.settings)
     await state.limiter.check("checkout_per_ip", client_ip(request))
+    media = _media_type(request)
     provider_name = request.path_params["provider"]
     provider = state.provider(provider_name)
     if provider is None:
@@ -53,7 +57,7 @@ async def checkout(request: Request) -> Response:
     product = state.catalog.get(request.path_params["product"])
     if product is None:
         raise NotFound("no such product", code="unknown_product")
-    email = await _read_email(request)
+    email = await _read_email(request, media)
     await state.limiter.check("checkout_per_email", email)
     started = await start_checkout(
         provider,
@@ -62,7 +66,7 @@ async def checkout(request: Request) -> Response:
         public_url=state.settings.public_url,
         idempotency_key=_idempotency_key(request),
     )
-    if request.headers.get("content-type", "").startswith(_FORM_TYPES):
+    if media in _FORM_TYPES:
         return RedirectResponse(started.checkout_url, status_code=303)
     order = started.order
     if not started.created:
@@ -100,10 +104,21 @@ async def order_status(request: Request) -> Response:
     return JSONResponse(doc, headers=headers)
 
 
-async def _read_email(request: Request) -> str:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _media_type(request: Request) -> str:
+    """The body's media type, JSON or a form; anything else is refused with 415."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != _JSON_TYPE and media not in _FORM_TYPES:
+        # No Content-Type and text/plain are what a cross-site page can send unasked.
+        raise UnsupportedMediaType(
+            "send the order as application/json, or as a form "
+            "(application/x-www-form-urlencoded, multipart/form-data)"
+        )
+    return media
+
+
+async def _read_email(request: Request, media: str) -> str:
     raw: Any
-    if content_type in _FORM_TYPES:
+    if media in _FORM_TYPES:
         form = await request.form()
         raw = form.get("email")
     else:

@@ -16,6 +16,7 @@ from config.settings import Settings
 from gateway.cli.common import log, settings_and_logging
 from gateway.cli.preflight import ping_providers, production_warnings
 from gateway.db import database as db
+from gateway.http.origins import port_mismatch
 from gateway.ops.logs import uvicorn_log_config
 
 # Not imported from gateway.ops.metrics: importing that module creates the metric files inside
@@ -66,6 +67,8 @@ def serve(
         os.environ["GATEWAY_MAIL__SENDER_IN_SERVE"] = "false"
     settings = settings_and_logging()
     _log_preflight(settings, host)
+    if (mismatch := port_mismatch(settings, port)) is not None:
+        log.warning("%s", mismatch)
     options: dict[str, Any] = {
         "host": host,
         "port": port,

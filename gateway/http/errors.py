@@ -2,9 +2,10 @@
 
 GatewayError(status, code)            -> {"error": code, "detail": text}
 ├── NotFound                  404
-├── Forbidden                 403   (a form post from a foreign origin)
+├── Forbidden                 403   (a state-changing request from a foreign origin)
 ├── InvalidRequest            422   (names the field)
 ├── PayloadTooLarge           413
+├── UnsupportedMediaType      415   (a JSON endpoint sent something else)
 ├── TooManyRequests           429   (with Retry-After)
 └── ServiceUnavailable        503
 Provider errors (providers/errors.py) and database outages are mapped in `handlers()`.
@@ -70,6 +71,11 @@ class InvalidRequest(GatewayError):
 class PayloadTooLarge(GatewayError):
     status_code = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class TooManyRequests(GatewayError):

@@ -1,70 +1,121 @@
-"""Origins: which sites may post the gateway's forms.
+"""Origins: which sites may send a request that creates or changes something.
 
-A browser posts a form cross-site without a CORS preflight, so a foreign page could
-auto-submit one and create orders and provider checkouts in a visitor's name.
-`check_form_origin` refuses such a post with 403 (the JSON checkout); the buyer pages ask
-`form_origin_allowed` and answer in words. `origin_of` is also what the CSP's
-`form-action` list is built from.
+A browser sends some cross-site POSTs without asking anyone first: forms, and any `fetch`
+that stays a "simple" request (`mode: "no-cors"`, a form type, `text/plain` or no
+Content-Type at all, as with a Blob body). A foreign page could so create orders and
+provider checkouts, or spend seats, in a visitor's name. One rule covers every route that
+changes state (the checkout, the chooser's post, the lost-key form, the license API;
+webhooks are signed and exempt): the origin the request names, by `Origin` or else
+`Referer`, must be one of `allowed_origins(settings)`. `refused_origin` applies it (the buyer
+pages answer a refusal in words) and `check_origin` raises the JSON 403.
+
+A request that names neither header passes: browsers name the origin of every cross-site
+POST (and `same-origin` referrer policy keeps it on our own forms), so such a request
+comes from a program (a buyer's app, a seller's server, curl), which could send any
+header it liked and carries no visitor's standing with it. `Origin: null` (a sandboxed
+frame, a `file://` page) is never allowed.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-from config.settings import Settings
+from config.origins import DEFAULT_PORTS, origin_of
+from config.settings import Settings, env_name
 from gateway.http.errors import Forbidden
 
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "allowed_origins",
+    "check_origin",
+    "origin_of",
+    "own_origins",
+    "port_mismatch",
+    "refused_origin",
+]
+
+log = logging.getLogger(__name__)
+
+# One machine, three spellings: a browser on the gateway's own host may use any of them.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_MAX_SHOWN = 100  # of an unparsable header, in the log and on the page
 
 
-def origin_of(url: str) -> str | None:
-    """`scheme://host[:port]`, lower-cased, default port dropped; None if not http(s)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[scheme] else "")
+def _host(parts: SplitResult) -> str:
+    """The host as an origin spells it (an IPv6 address in brackets)."""
+    host = parts.hostname or ""
+    return f"[{host}]" if ":" in host else host
 
 
-def allowed_form_origins(settings: Settings) -> set[str]:
-    """The seller's own sites (`allowed_origins`) plus the gateway's public origin."""
-    origins = {origin_of(o) for o in [*settings.allowed_origins, settings.public_url]}
-    return {o for o in origins if o is not None}
+def own_origins(settings: Settings) -> list[str]:
+    """The gateway's own origins: `public_url`'s, its loopback twins, the configured aliases."""
+    public = origin_of(settings.public_url)
+    origins = [public] if public is not None else []
+    parts = urlsplit(public or "")
+    if _host(parts) in LOOPBACK_HOSTS:
+        port = f":{parts.port}" if parts.port else ""
+        origins += [f"{parts.scheme}://{twin}{port}" for twin in LOOPBACK_HOSTS]
+    return list(dict.fromkeys([*origins, *settings.origin_aliases]))
 
 
-def form_origin_allowed(request: Any, settings: Settings) -> bool:
-    """Did this browser post come from our own pages or a seller site in settings?
+def allowed_origins(settings: Settings) -> frozenset[str]:
+    """Our own origins plus the seller's sites (`allowed_origins`, which CORS lets call)."""
+    sellers = (origin_of(o) for o in settings.allowed_origins)
+    return frozenset([*own_origins(settings), *(o for o in sellers if o is not None)])
 
-    A browser always names the origin of a cross-site POST (`Origin`, or at least
-    `Referer`); a client that sends neither is not a browser, so not CSRF, and passes.
-    `Origin: null` (sandboxed frame, file://) is never allowed.
-    """
+
+def refused_origin(request: Any, settings: Settings) -> str | None:
+    """None when the request may go on; otherwise the origin it named, logged once."""
     raw = request.headers.get("origin")
     if raw is None:
         raw = request.headers.get("referer")
         if raw is None:
-            return True
+            return None
     origin = origin_of(raw)
-    return origin is not None and origin in allowed_form_origins(settings)
+    if origin is not None and origin in allowed_origins(settings):
+        return None
+    seen = origin or raw[:_MAX_SHOWN]
+    log.warning(
+        "refused %s %s from origin %r: not this gateway's address %s; if the gateway is "
+        "reached there too, add it to %s, if it is the seller's site, to %s",
+        request.method,
+        request.url.path,
+        seen,
+        settings.public_url,
+        env_name("origin_aliases"),
+        env_name("allowed_origins"),
+    )
+    return seen
 
 
-def check_form_origin(request: Any, settings: Settings) -> None:
-    """Raise `Forbidden` (403) for a form post whose Origin/Referer is another site.
-
-    Only form-encoded bodies: a browser sends those cross-site without a CORS preflight,
-    JSON it does not.
-    """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in _FORM_TYPES and not form_origin_allowed(request, settings):
+def check_origin(request: Any, settings: Settings) -> None:
+    """Raise `Forbidden` (403 `origin_not_allowed`) when `refused_origin` refuses."""
+    if refused_origin(request, settings) is not None:
         raise Forbidden(
-            "this form must be posted from the seller's own site", code="origin_not_allowed"
+            "this request must come from the seller's own site or this gateway's pages",
+            code="origin_not_allowed",
         )
+
+
+def port_mismatch(settings: Settings, port: int) -> str | None:
+    """Why listening on `port` contradicts a loopback `public_url` (None if it does not).
+
+    On one machine nothing sits between the browser and the server, so the public URL's port
+    is the port: another one sends buyers' payment returns and status links elsewhere.
+    """
+    public = origin_of(settings.public_url)
+    parts = urlsplit(public or "")
+    host = _host(parts)
+    if host not in LOOPBACK_HOSTS:
+        return None
+    public_port = parts.port or DEFAULT_PORTS[parts.scheme]
+    if public_port == port:
+        return None
+    return (
+        f"serving on port {port} but {env_name('public_url')} is {settings.public_url} "
+        f"(port {public_port}): payment returns and status links will point at the wrong "
+        f"place; set {env_name('public_url')}={parts.scheme}://{host}:{port} or serve on "
+        f"port {public_port}"
+    )

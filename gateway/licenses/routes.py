@@ -9,7 +9,11 @@
 Refusals use the common error body plus the verdict code validate would give:
 `{"error": "seat_limit", "code": "SEAT_LIMIT", "detail": ..., "license": {...}}`.
 Every POST is rate limited per IP and per key (the shared limiter) and body-capped by
-`BodyLimitMiddleware` as an API route. Keys are logged masked only.
+`BodyLimitMiddleware` as an API route. Keys are logged masked only. A POST that names a
+foreign origin is refused (403 `origin_not_allowed`, `gateway/http/origins.py`): the buyer's
+app names none, and a web page must not spend seats in its visitors' names. The body is read
+as JSON whatever its Content-Type, as it always was: apps already shipped may send none
+(`requests.post(url, data=json.dumps(...))` does not), and a release must not lock them out.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.http.errors import GatewayError
 from gateway.http.limits import client_ip
+from gateway.http.origins import check_origin
 from gateway.licenses import inputs
 from gateway.licenses import seats as license_seats
 from gateway.licenses.keys import mask_key
@@ -70,8 +75,11 @@ def _seat_answer(
 
 
 async def _read(request: Request) -> dict[str, Any]:
-    """The JSON body, after the per-IP budget (so floods of junk are refused cheaply too)."""
-    await _state(request).limiter.check("license_per_ip", client_ip(request))
+    """The JSON body, after the origin check and the per-IP budget (so floods of junk are
+    refused cheaply too)."""
+    state = _state(request)
+    check_origin(request, state.settings)
+    await state.limiter.check("license_per_ip", client_ip(request))
     return await inputs.json_object(request)
 
 

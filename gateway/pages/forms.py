@@ -58,9 +58,24 @@ class BuyerPost:
         return cls(form=form, shown_email=shown, email=email, problem=problem)
 
 
-def foreign_post(settings: Settings, heading: str, text: str, link: tuple[str, str]) -> Response:
-    """403 for a form posted from another website, with a link to our own form."""
-    return message_page(settings, heading, text, status_code=403, headers=FORM_HEADERS, link=link)
+def foreign_post(
+    settings: Settings, heading: str, refused: str, *, path: str, button: str
+) -> Response:
+    """403 for a form posted from another origin (`refused`, said in words).
+
+    The way on is our own form at the public URL, never the same post again: a link back to
+    the origin the buyer is on would only be refused once more.
+    """
+    here = f"{settings.public_url}{path}"
+    return message_page(
+        settings,
+        heading,
+        refused,
+        f"Please open this shop at {settings.public_url} and use the form there.",
+        status_code=403,
+        headers=FORM_HEADERS,
+        link=(here, button),
+    )
 
 
 async def over_limit(

@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.checkout.service import start_checkout
 from gateway.http.errors import ServiceUnavailable
-from gateway.http.origins import form_origin_allowed
+from gateway.http.origins import refused_origin
 from gateway.pages.buy import chooser, product_not_found, provider_label
 from gateway.pages.forms import BuyerPost, foreign_post, over_limit, wait_words
 from gateway.pages.recover import queue_logged, recover_form
@@ -42,12 +42,15 @@ async def buy_submit(request: Request) -> Response:
     product = state.catalog.get(product_id)
     if product is None or product_id not in state.purchase_options:
         return product_not_found(state.settings)
-    if not form_origin_allowed(request, state.settings):
+    foreign = refused_origin(request, state.settings)
+    if foreign is not None:
         return foreign_post(
             state.settings,
             "Please order from the shop's page",
-            "This order form was sent from another website, so we did not accept it.",
-            link=(f"/buy/{product.id}", f"Buy {product.name}"),
+            f"This order form was sent from another website ({foreign}), so we did not "
+            "accept it. Nothing was ordered or charged.",
+            path=f"/buy/{product.id}",
+            button=f"Buy {product.name}",
         )
     post = await BuyerPost.read(request)
     # The chooser again, with what the buyer typed and what stopped the order.
@@ -84,12 +87,15 @@ async def recover_page(request: Request) -> Response:
 async def recover_submit(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     settings = state.settings
-    if not form_origin_allowed(request, settings):
+    foreign = refused_origin(request, settings)
+    if foreign is not None:
         return foreign_post(
             settings,
             "Please use the form on this site",
-            "This request was sent from another website, so we did not accept it.",
-            link=("/licenses/recover", "Open the form"),
+            f"This request was sent from another website ({foreign}), so we did not "
+            "accept it. No email was sent.",
+            path="/licenses/recover",
+            button="Open the form",
         )
     post = await BuyerPost.read(request)
     if post.email is None:

@@ -220,16 +220,28 @@ async def test_form_checkout_from_a_foreign_origin_is_403_and_creates_nothing(
     assert len(fake.created) == orders == (1 if status == 303 else 0)
 
 
-async def test_json_checkout_is_not_origin_checked(app: Starlette) -> None:
-    # A cross-site page cannot send JSON without a CORS preflight, which CORS governs.
+async def test_json_checkout_is_origin_checked_like_every_other_body(
+    db_url: str, settings_factory: SettingsFactory, catalog: Catalog
+) -> None:
+    # One rule whatever the content type (issue 16): a foreign Origin changes nothing, the
+    # seller's site (which CORS lets call) and a program that names no origin may.
+    app, fake = fake_gateway(
+        db_url, settings_factory, catalog, allowed_origins=["https://shop.example"]
+    )
+    body = {"email": "buyer@example.com"}
     async with running(app) as client:
-        resp = await client.post(
-            "/checkout/stripe/pro",
-            json={"email": "buyer@example.com"},
-            headers={"origin": "https://elsewhere.example"},
+        foreign = await client.post(
+            "/checkout/stripe/pro", json=body, headers={"origin": "https://elsewhere.example"}
         )
+        seller = await client.post(
+            "/checkout/stripe/pro", json=body, headers={"origin": "https://shop.example"}
+        )
+        program = await client.post("/checkout/stripe/pro", json=body)
+        orders = await Order.all().count()
 
-    assert resp.status_code == 201
+    assert (foreign.status_code, foreign.json()["error"]) == (403, "origin_not_allowed")
+    assert (seller.status_code, program.status_code) == (201, 201)
+    assert orders == len(fake.created) == 2
 
 
 async def test_checkout_flood_is_rate_limited_per_ip_and_per_email_with_retry_after(
