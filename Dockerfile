@@ -27,7 +27,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"]
 
-# SERVE_WORKERS / FORWARDED_ALLOW_IPS are not GATEWAY_ settings (see .env.example).
-# Proxy headers are trusted because the published port is meant for the host's reverse
-# proxy only (docker-compose.yml binds it to 127.0.0.1).
-CMD ["sh", "-c", "checkout-gateway migrate && exec checkout-gateway serve --host 0.0.0.0 --port 8000 --workers \"${SERVE_WORKERS:-2}\" --proxy-headers --forwarded-allow-ips \"${FORWARDED_ALLOW_IPS:-*}\""]
+# SERVE_WORKERS is not a GATEWAY_ setting (see .env.example). X-Forwarded-For is believed
+# only from GATEWAY_TRUSTED_PROXIES (default loopback; docker-compose.yml sets its own
+# network, where the host's reverse proxy arrives); FORWARDED_ALLOW_IPS, if set, is the
+# older name for it.
+CMD ["sh", "-c", "checkout-gateway migrate && exec checkout-gateway serve --host 0.0.0.0 --port 8000 --workers \"${SERVE_WORKERS:-2}\" ${FORWARDED_ALLOW_IPS:+--forwarded-allow-ips \"$FORWARDED_ALLOW_IPS\"}"]

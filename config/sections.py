@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -167,6 +169,33 @@ def _check_rate(value: str) -> str:
     return value
 
 
+def trusted_networks(value: object) -> list[str]:
+    """Proxy addresses/networks, from a list (TOML, JSON) or a comma-separated string (env,
+    `serve --forwarded-allow-ips`), each checked and written canonically (`127.0.0.0/8`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list):
+        raise ValueError("must be a list of addresses or networks")
+    networks = []
+    for item in value:
+        entry = str(item).strip()
+        if not entry:
+            continue
+        try:
+            network = None if entry == "*" else ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is not an IP address or network") from exc
+        if network is None or network.prefixlen == 0:
+            # Every hop trusted means the left-most one, which the client writes itself.
+            raise ValueError(
+                f"{entry!r} would let any client choose its own address: list your proxies' "
+                "addresses or networks"
+            )
+        networks.append(str(network))
+    return networks
+
+
 class LimitsSettings(BaseModel):
     """Request body caps and rate limits (one mechanism, configured per route family)."""
 
@@ -183,6 +212,9 @@ class LimitsSettings(BaseModel):
     license_per_key: str = "60/minute"
     recover_per_ip: str = "10/hour"
     recover_per_email: str = "3/hour"
+    # An IPv6 client is keyed by its network of this size: one subscriber gets a whole /64
+    # (or more) and picks any address in it.
+    ipv6_prefix: int = Field(default=64, ge=1, le=128)
 
     _check_rates = field_validator(
         "checkout_per_ip",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -25,7 +25,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from config.env import ENV_PREFIX, SettingsError, env_name
 from config.loading import OperatorTomlSource
@@ -42,6 +47,7 @@ from config.sections import (
     StripeSettings,
     Toggle,
     reject_empty_secret,
+    trusted_networks,
 )
 
 __all__ = [
@@ -108,6 +114,9 @@ class Settings(BaseSettings):
     origin_aliases: list[str] = Field(default_factory=list)
     # Shared rate-limit budget for several workers/hosts; unset = in-process memory.
     redis_url: str | None = None
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs; env: comma-
+    # separated). The client is the right-most hop that is not one of them.
+    trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.0/8", "::1/128"]
     stripe: StripeSettings = StripeSettings()
     btcpay: BtcpaySettings = BtcpaySettings()
     smtp: SmtpSettings = SmtpSettings()
@@ -138,6 +147,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, dotenv_settings, toml)
 
     _check_metrics_token = field_validator("metrics_token")(reject_empty_secret)
+    _check_proxies = field_validator("trusted_proxies", mode="before")(trusted_networks)
 
     @field_validator("public_url")
     @classmethod

@@ -18,6 +18,7 @@ from gateway.checkout.options import render_purchase_options
 from gateway.http.cors import ScopedCORSMiddleware
 from gateway.http.errors import handlers
 from gateway.http.limits import BodyLimitMiddleware, RateLimiter
+from gateway.http.proxies import TrustedProxyMiddleware
 from gateway.http.request_id import RequestIdMiddleware
 from gateway.http.security import SecurityHeadersMiddleware, content_security_policy
 from gateway.licenses import routes as licenses
@@ -135,7 +136,9 @@ def _routes() -> list[BaseRoute]:
 
 def _middleware(settings: Settings) -> list[Middleware]:
     return [
-        # Outermost, so every answer (413s included) carries the request id.
+        # First of all, so everything after it (limits, logs) sees the forwarded client.
+        Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
+        # Outside the rest, so every answer (413s included) carries the request id.
         Middleware(RequestIdMiddleware),
         # Next, so every answer (413s and error pages included) carries the headers.
         Middleware(SecurityHeadersMiddleware, csp=content_security_policy(settings)),

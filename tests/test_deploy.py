@@ -105,3 +105,24 @@ def test_dockerfile_is_non_root_with_healthcheck_and_migrates_before_serving() -
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored
     assert "data" in ignored
+
+
+def test_no_shipped_file_trusts_every_proxy_or_keeps_a_client_written_forwarded_for() -> None:
+    # issue 16: '*' (or nginx appending to the client's header) lets any client pick its IP
+    shipped = [ROOT / "Dockerfile", ROOT / ".env.example", *ROOT.glob("docker-compose*.yml")]
+    shipped += [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    wildcard = re.compile(r"(forwarded-allow-ips|FORWARDED_ALLOW_IPS|TRUSTED_PROXIES)\W{0,4}\*")
+    text = {p.relative_to(ROOT).as_posix(): p.read_text() for p in shipped}
+
+    assert [name for name, body in text.items() if wildcard.search(body)] == []
+    assert [name for name, body in text.items() if "$proxy_add_x_forwarded_for" in body] == []
+
+
+@pytest.mark.slow
+def test_compose_trusts_its_own_network_as_the_proxy(project: Path) -> None:
+    result = compose(project, "config")
+
+    assert result.returncode == 0, result.stderr
+    subnet = re.search(r"subnet: (\S+)", result.stdout)
+    assert subnet is not None
+    assert f"GATEWAY_TRUSTED_PROXIES: {subnet[1]}" in result.stdout

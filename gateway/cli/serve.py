@@ -12,7 +12,8 @@ from typing import Any
 import click
 import uvicorn
 
-from config.settings import Settings
+from config.sections import trusted_networks
+from config.settings import Settings, env_name
 from gateway.cli.common import log, settings_and_logging
 from gateway.cli.preflight import ping_providers, production_warnings
 from gateway.db import database as db
@@ -22,6 +23,16 @@ from gateway.ops.logs import uvicorn_log_config
 # Not imported from gateway.ops.metrics: importing that module creates the metric files inside
 # this directory, which must exist (and be emptied) first.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _trusted_proxies(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """`--forwarded-allow-ips`, checked as the setting it sets."""
+    if value is not None:
+        try:
+            trusted_networks(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
 
 
 @click.command()
@@ -39,14 +50,15 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 @click.option(
     "--proxy-headers",
     is_flag=True,
-    help="behind a reverse proxy: take the client address and scheme from X-Forwarded-For/"
-    "-Proto, sent by --forwarded-allow-ips",
+    help="kept for compatibility, changes nothing: X-Forwarded-For/-Proto are always read, "
+    "from trusted proxies only (GATEWAY_TRUSTED_PROXIES)",
 )
 @click.option(
     "--forwarded-allow-ips",
-    default="127.0.0.1",
-    show_default=True,
-    help="comma-separated proxy addresses trusted with --proxy-headers ('*' = any)",
+    metavar="IPS",
+    callback=_trusted_proxies,
+    help="comma-separated proxy addresses/networks whose X-Forwarded-For is believed; sets "
+    "GATEWAY_TRUSTED_PROXIES for this server (default 127.0.0.1/8, ::1; '*' is refused)",
 )
 @click.option(
     "--no-mailer",
@@ -58,13 +70,15 @@ def serve(
     port: int,
     workers: int,
     proxy_headers: bool,
-    forwarded_allow_ips: str,
+    forwarded_allow_ips: str | None,
     no_mailer: bool,
 ) -> None:
     """Run the HTTP server (migrates the database first)."""
+    # Through the environment: with --workers, each worker loads its own settings.
     if no_mailer:
-        # Through the environment: with --workers, each worker loads its own settings.
         os.environ["GATEWAY_MAIL__SENDER_IN_SERVE"] = "false"
+    if forwarded_allow_ips is not None:
+        os.environ[env_name("trusted_proxies")] = forwarded_allow_ips
     settings = settings_and_logging()
     _log_preflight(settings, host)
     if (mismatch := port_mismatch(settings, port)) is not None:
@@ -72,8 +86,9 @@ def serve(
     options: dict[str, Any] = {
         "host": host,
         "port": port,
-        "proxy_headers": proxy_headers,
-        "forwarded_allow_ips": forwarded_allow_ips,
+        # The gateway reads the forwarding headers itself (gateway/http/proxies.py): uvicorn
+        # on its own would also believe FORWARDED_ALLOW_IPS from the environment.
+        "proxy_headers": False,
         "log_config": uvicorn_log_config(settings.log_level, settings.log_format),
         "log_level": settings.log_level.lower(),
     }

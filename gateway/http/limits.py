@@ -10,13 +10,17 @@ license API and the buyer forms are bounded the same way:
   O(1) per hit, so it costs the same at any budget); in memory by default, in Redis
   when `GATEWAY_REDIS_URL` is set so several workers share one budget. Identifiers (emails,
   license keys) are hashed before they reach the store; `client_ip` names the caller.
+  A key names what a person or a network controls: an email case-folded (mailboxes are
+  case-insensitive in practice), an IPv6 client by its /64 (`limits.ipv6_prefix`).
 
-Which sites may post our forms is `gateway/http/origins.py`.
+Which sites may post our forms is `gateway/http/origins.py`; which proxies may name the
+client, `gateway/http/proxies.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import time
@@ -120,6 +124,27 @@ class BodyLimitMiddleware:
                 await _refuse(send, cap)
 
 
+def mailbox_key(email: str) -> str:
+    """One key per mailbox: `Buyer@Example.com` and `buyer@example.com` reach one inbox.
+
+    Only the key: the address stored on the order stays as the buyer wrote it.
+    """
+    return email.strip().casefold()
+
+
+def network_key(ip: str, ipv6_prefix: int) -> str:
+    """An IPv4 client by its address, an IPv6 one by its network (`2001:db8:1:2::/64`)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # not an address (a test client, a unix socket): its own bucket
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address), ipv6_prefix), strict=False))
+    return str(address)
+
+
 def _hash(identifier: str) -> str:
     # Emails and license keys never reach the limiter's store (possibly a shared Redis).
     return hashlib.sha256(identifier.encode()).hexdigest()[:32]
@@ -138,16 +163,25 @@ class RateLimiter:
             assert isinstance(storage, Storage)
             self.storage = storage
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self.ipv6_prefix = settings.ipv6_prefix
         self.rules: dict[str, RateLimitItem] = {
             name: parse(value)
             for name, value in settings.model_dump().items()
             if name.endswith(("_per_ip", "_per_email", "_per_key"))
         }
 
+    def key(self, rule: str, identifier: str) -> str:
+        """Whose budget a hit counts against: the rule's suffix says what `identifier` is."""
+        if rule.endswith("_per_ip"):
+            return network_key(identifier, self.ipv6_prefix)
+        if rule.endswith("_per_email"):
+            return mailbox_key(identifier)
+        return identifier
+
     async def check(self, rule: str, identifier: str) -> None:
         """Count one hit; raise `TooManyRequests` (429 + Retry-After) over the limit."""
         item = self.rules[rule]
-        key = _hash(identifier)
+        key = _hash(self.key(rule, identifier))
         if await self.strategy.hit(item, rule, key):
             return
         stats = await self.strategy.get_window_stats(item, rule, key)
@@ -167,6 +201,7 @@ class RateLimiter:
 
 
 def client_ip(scope_or_request: Any) -> str:
-    """The caller's address (the proxy's, unless `serve --proxy-headers` rewrote it)."""
+    """The caller's address: the peer's, or the client a trusted proxy forwarded for
+    (`TrustedProxyMiddleware` has written it into the scope by now)."""
     client = getattr(scope_or_request, "client", None)
     return client.host if client else "unknown"
