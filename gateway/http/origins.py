@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 # One machine, three spellings: a browser on the gateway's own host may use any of them.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-_MAX_SHOWN = 100  # of an unparsable header, in the log and on the page
+# Of the header as seen, in the log and on the page: the check runs before any rate limit,
+# so an 8 KB Origin must not become 8 KB of log (and of page) per request.
+_MAX_SHOWN = 100
 
 
 def _host(parts: SplitResult) -> str:
@@ -66,6 +68,10 @@ def allowed_origins(settings: Settings) -> frozenset[str]:
     return frozenset([*own_origins(settings), *(o for o in sellers if o is not None)])
 
 
+def _shown(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…"
+
+
 def refused_origin(request: Any, settings: Settings) -> str | None:
     """None when the request may go on; otherwise the origin it named, logged once."""
     raw = request.headers.get("origin")
@@ -76,7 +82,7 @@ def refused_origin(request: Any, settings: Settings) -> str | None:
     origin = origin_of(raw)
     if origin is not None and origin in allowed_origins(settings):
         return None
-    seen = origin or raw[:_MAX_SHOWN]
+    seen = _shown(origin or raw)
     log.warning(
         "refused %s %s from origin %r: not this gateway's address %s; if the gateway is "
         "reached there too, add it to %s, if it is the seller's site, to %s",

@@ -107,6 +107,24 @@ def test_a_refusal_logs_one_warning_naming_the_origin_and_the_settings(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("header", ["origin", "referer"])
+def test_a_long_foreign_origin_is_cut_in_the_log_line_and_the_answer(
+    settings_factory: SettingsFactory, caplog: pytest.LogCaptureFixture, header: str
+) -> None:
+    # The check runs before any rate limit: a header's worth of log per request is a flood.
+    settings = settings_factory(public_url="http://127.0.0.1:8000")
+    long_origin = "https://" + "a" * 8000 + ".example"
+
+    with caplog.at_level(logging.WARNING):
+        refused = refused_origin(_post((header, long_origin)), settings)
+
+    assert refused is not None
+    assert len(refused) <= 101
+    assert refused.startswith("https://aaaa")
+    [record] = caplog.records
+    assert len(record.getMessage()) < 500
+
+
 @pytest.mark.parametrize(
     ("public", "port", "warns"),
     [
