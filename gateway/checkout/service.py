@@ -7,7 +7,6 @@ the buy page's form post call; who may create the provider checkout is `claim.py
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
@@ -20,7 +19,7 @@ from gateway.checkout.claim import (
     scope_idempotency_key,
     wait_for_checkout,
 )
-from gateway.db.models import Order, OrderStatus
+from gateway.db.models import Order, OrderStatus, new_order_id, new_status_token
 from gateway.http.errors import ServiceUnavailable
 from providers.base import CheckoutRequest, PaymentProvider
 from providers.errors import ProviderUnavailable
@@ -74,14 +73,14 @@ async def _order_for(
     # claim: whoever inserts the row is the one request that calls the provider.
     try:
         order = await Order.create(
-            id="ord_" + secrets.token_hex(10),
+            id=new_order_id(),
             product_id=product.id,
             amount_minor=product.amount_minor,
             currency=product.currency,
             provider=provider.value,
             buyer_email=email,
             status=OrderStatus.CREATED,
-            status_token=secrets.token_urlsafe(24),
+            status_token=new_status_token(),
             idempotency_key=scoped,
             checkout_lease_until=lease_until(),
         )

@@ -7,6 +7,7 @@ Exactly-once rests on three unique constraints, not on locks held in one process
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
 
 from tortoise import fields
@@ -38,6 +39,16 @@ class EmailStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     DEAD = "dead"  # gave up after max attempts; visible to the operator
+
+
+def new_order_id() -> str:
+    """Our order id shape (`providers/ids.py` checks it when a provider echoes it back)."""
+    return "ord_" + secrets.token_hex(10)
+
+
+def new_status_token() -> str:
+    """The capability token of an order's status URL."""
+    return secrets.token_urlsafe(24)
 
 
 class Order(Model):

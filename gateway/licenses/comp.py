@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,7 +16,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from config.catalog import Product
-from gateway.db.models import License, Order, OrderStatus
+from gateway.db.models import License, Order, OrderStatus, new_order_id, new_status_token
 from gateway.licenses.issuing import issue_license
 from gateway.licenses.keys import KeyFactory, generate_key, mask_key
 from gateway.ops import metrics
@@ -66,14 +65,14 @@ async def issue_comp(
         async with in_transaction() as conn:
             order = await Order.create(
                 using_db=conn,
-                id="ord_" + secrets.token_hex(10),
+                id=new_order_id(),
                 product_id=product.id,
                 amount_minor=0,
                 currency=product.currency,
                 provider=COMP_PROVIDER,
                 buyer_email=address,
                 status=OrderStatus.SETTLED,
-                status_token=secrets.token_urlsafe(24),
+                status_token=new_status_token(),
                 idempotency_key=idempotency_key,
                 notes=f"comp by {by}: {reason}",
                 settled_at=datetime.now(UTC),

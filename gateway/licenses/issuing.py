@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from config.catalog import Product
-from gateway.db.models import EmailStatus, License, Order, OutboxEmail
+from gateway.db.models import License, Order
 from gateway.licenses.keys import KeyFactory, mask_key
+from gateway.mail import queue
 from gateway.mail.messages import license_email
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,13 @@ async def issue_license(
     content = license_email(
         product=product, key=key, order_id=order.id, status_url=status_url, help_url=help_url
     )
-    await OutboxEmail.create(
+    await queue.enqueue(
         using_db=conn,
         order_id=order.id,
         kind=LICENSE_EMAIL,
         to_address=order.buyer_email,
-        subject=content.subject,
-        body_text=content.text,
-        body_html=content.html,
-        status=EmailStatus.PENDING,
-        next_attempt_at=datetime.now(UTC),
+        content=content,
+        now=datetime.now(UTC),
     )
     log.info("license %s issued for order %s", mask_key(key), order.id)
     return lic

@@ -1,4 +1,5 @@
-"""The outbox as an operator sees it: list the queued emails, and queue dead ones again.
+"""The outbox queue: putting an email on it, and what the operator does with it (list the
+queued emails, queue dead ones again).
 
 Queueing again gives an email a fresh attempt budget; an email already waiting for its
 first attempt is left alone, so every retry is idempotent.
@@ -11,11 +12,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.queryset import QuerySet
 
 from gateway.db.models import EmailStatus, OutboxEmail
+from gateway.mail.messages import EmailContent
 
 log = logging.getLogger(__name__)
+
+
+async def enqueue(
+    *,
+    order_id: str,
+    kind: str,
+    to_address: str,
+    content: EmailContent,
+    now: datetime,
+    using_db: BaseDBAsyncClient | None = None,
+) -> OutboxEmail:
+    """Queue one email for the sender; (order, kind) is unique, so a second one of the same
+    kind raises IntegrityError, and in the caller's transaction (`using_db`) it commits or
+    rolls back with whatever it announces."""
+    return await OutboxEmail.create(
+        using_db=using_db,
+        order_id=order_id,
+        kind=kind,
+        to_address=to_address,
+        subject=content.subject,
+        body_text=content.text,
+        body_html=content.html,
+        status=EmailStatus.PENDING,
+        next_attempt_at=now,
+    )
 
 
 def is_queued(email: OutboxEmail) -> bool:

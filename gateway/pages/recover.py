@@ -20,7 +20,8 @@ from starlette.responses import Response
 from tortoise.exceptions import IntegrityError
 
 from config.settings import Settings
-from gateway.db.models import EmailStatus, License, LicenseStatus, Order, OutboxEmail
+from gateway.db.models import License, LicenseStatus, Order
+from gateway.mail import queue
 from gateway.mail.messages import RecoveredLicense, recovery_email
 from gateway.pages.forms import FORM_HEADERS
 from gateway.pages.templating import render
@@ -87,15 +88,12 @@ async def queue_recovery_email(state: AppState, email: str) -> bool:
     newest = licenses[0]
     now = datetime.now(UTC)
     try:
-        await OutboxEmail.create(
+        await queue.enqueue(
             order_id=newest.order.id,
             kind=recover_kind(now),
             to_address=newest.buyer_email,
-            subject=content.subject,
-            body_text=content.text,
-            body_html=content.html,
-            status=EmailStatus.PENDING,
-            next_attempt_at=now,
+            content=content,
+            now=now,
         )
     except IntegrityError:
         log.info("recovery email already queued in this window for order %s", newest.order.id)
