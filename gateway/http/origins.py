@@ -18,6 +18,7 @@ frame, a `file://` page) is never allowed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -53,19 +54,33 @@ def _host(parts: SplitResult) -> str:
 
 def own_origins(settings: Settings) -> list[str]:
     """The gateway's own origins: `public_url`'s, its loopback twins, the configured aliases."""
-    public = origin_of(settings.public_url)
+    return _own(settings.public_url, tuple(settings.origin_aliases))
+
+
+def _own(public_url: str, aliases: tuple[str, ...]) -> list[str]:
+    public = origin_of(public_url)
     origins = [public] if public is not None else []
     parts = urlsplit(public or "")
     if _host(parts) in LOOPBACK_HOSTS:
         port = f":{parts.port}" if parts.port else ""
         origins += [f"{parts.scheme}://{twin}{port}" for twin in LOOPBACK_HOSTS]
-    return list(dict.fromkeys([*origins, *settings.origin_aliases]))
+    return list(dict.fromkeys([*origins, *aliases]))
 
 
 def allowed_origins(settings: Settings) -> frozenset[str]:
     """Our own origins plus the seller's sites (`allowed_origins`, which CORS lets call)."""
-    sellers = (origin_of(o) for o in settings.allowed_origins)
-    return frozenset([*own_origins(settings), *(o for o in sellers if o is not None)])
+    return _allowed(
+        settings.public_url, tuple(settings.origin_aliases), tuple(settings.allowed_origins)
+    )
+
+
+# Every state-changing POST asks; parsing the URLs once per settings, not once per request,
+# keeps the check off the hot path's bill. Keyed on the inputs (plain strings), not on the
+# settings object, so a test's second Settings gets its own answer.
+@functools.lru_cache(maxsize=16)
+def _allowed(public_url: str, aliases: tuple[str, ...], sellers: tuple[str, ...]) -> frozenset[str]:
+    seller_origins = (origin_of(o) for o in sellers)
+    return frozenset([*_own(public_url, aliases), *(o for o in seller_origins if o is not None)])
 
 
 def _shown(text: str) -> str:
