@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from config.settings import Settings, env_name
 from tests.support.docs import DOCS, README, examples, pages
-from tests.support.procs import PYTHON, ROOT, Process, clean_env, free_port
+from tests.support.procs import ROOT, Sandbox, clean_env
 
 README_MAX_LINES = 250
 LAYOUT = DOCS / "layout.md"
@@ -144,18 +144,10 @@ def test_configuration_reference_names_every_setting() -> None:
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     # given `make sandbox`'s command on free ports (the tour is written for :8000)
     tour = examples(README)["tour"]
-    ports = [free_port() for _ in range(3)]
-    args = ["sandbox", "--port", str(ports[0]), "--stripe-port", str(ports[1])]
-    args += ["--btcpay-port", str(ports[2])]
-    with Process(
-        [PYTHON, "-m", "gateway", *args],
-        log=tmp_path / "sandbox.log",
-        cwd=tmp_path,
-        env=clean_env(),
-    ) as box:
-        box.wait_http(f"http://127.0.0.1:{ports[0]}/readyz")
+    sandbox = Sandbox(tmp_path)
+    with sandbox as box:
         # when the tour's lines run in a shell, as a reader pastes them
-        here = tour.replace("localhost:8000", f"127.0.0.1:{ports[0]}")
+        here = tour.replace("localhost:8000", f"127.0.0.1:{sandbox.gateway}")
         run = subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + here],
             cwd=tmp_path,

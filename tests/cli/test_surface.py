@@ -26,7 +26,7 @@ from sandbox.stripe.api import FakeStripe
 from tests.support.app import running
 from tests.support.docs import DOCS
 from tests.support.issuer import deliver, event, new_order
-from tests.support.procs import PYTHON, Process, clean_env, free_port
+from tests.support.procs import PYTHON, Process, Sandbox, clean_env, free_port
 
 
 def _subcommands(group: click.Group) -> dict[str, click.Command]:
@@ -176,17 +176,9 @@ async def test_app_runs_the_mail_sender_only_when_configured(
 @pytest.mark.db
 @pytest.mark.slow
 def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
-    ports = [free_port() for _ in range(3)]
-    base = f"http://127.0.0.1:{ports[0]}"
-    args = ["sandbox", "--port", str(ports[0]), "--stripe-port", str(ports[1])]
-    args += ["--btcpay-port", str(ports[2])]
-    with Process(
-        [PYTHON, "-m", "gateway", *args],
-        log=tmp_path / "sandbox.log",
-        cwd=tmp_path,
-        env=clean_env(),
-    ) as box:
-        box.wait_http(f"{base}/readyz")
+    sandbox = Sandbox(tmp_path)
+    base = sandbox.url
+    with sandbox as box:
         options = httpx.get(f"{base}/purchase-options/pro", timeout=5).json()
         bought = {}
         for provider in ("stripe", "btcpay"):
@@ -198,10 +190,10 @@ def test_sandbox_command_sells_with_both_fakes(tmp_path: Path) -> None:
         session = bought["stripe"]["checkout_url"].rsplit("/", 1)[1]
         invoice = bought["btcpay"]["checkout_url"].rstrip("/").rsplit("/", 1)[1]
         paid_card = httpx.post(
-            f"http://127.0.0.1:{ports[1]}/_fake/sessions/{session}/complete", timeout=30
+            f"http://127.0.0.1:{sandbox.stripe}/_fake/sessions/{session}/complete", timeout=30
         )
         paid_btc = httpx.post(
-            f"http://127.0.0.1:{ports[2]}/_fake/invoices/{invoice}/pay", timeout=30
+            f"http://127.0.0.1:{sandbox.btcpay}/_fake/invoices/{invoice}/pay", timeout=30
         )
         pages = {p: httpx.get(b["status_url"], timeout=5).json() for p, b in bought.items()}
 

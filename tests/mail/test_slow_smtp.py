@@ -29,7 +29,7 @@ from gateway.db.models import EmailStatus, OutboxEmail
 from gateway.mail.outbox import Mailer
 from tests.support.app import running
 from tests.support.issuer import fake_gateway, settled_orders
-from tests.support.procs import free_port
+from tests.support.smtp import serving_relay
 
 ORDERS = 4
 SLOW_SECONDS = 8.0  # the relay is slow this long after the first connection, then fast
@@ -75,13 +75,9 @@ class SlowController(Controller):
 
 @pytest.fixture
 def slow_relay() -> Iterator[tuple[SlowRelay, int]]:
-    relay, port = SlowRelay(), free_port()
-    controller = SlowController(relay, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    relay = SlowRelay()
+    with serving_relay(relay, SlowController) as port:
         yield relay, port
-    finally:
-        controller.stop()
 
 
 def _order_of(message: EmailMessage) -> str:

@@ -17,7 +17,6 @@ from email.policy import default
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from config.catalog import Catalog
 from config.settings import MailSettings, Settings, SmtpSettings
@@ -25,7 +24,7 @@ from gateway.db.models import EmailStatus, OutboxEmail
 from gateway.mail.outbox import Mailer
 from tests.support.app import running
 from tests.support.issuer import fake_gateway, settled_orders
-from tests.support.procs import free_port
+from tests.support.smtp import serving_relay
 
 SEND_TIMEOUT = 0.5
 STALL_SECONDS = 3.0  # far longer than the timeout, short enough to end with the test
@@ -57,13 +56,9 @@ class StallingRelay:
 
 @pytest.fixture
 def relay() -> Iterator[tuple[StallingRelay, int]]:
-    handler, port = StallingRelay(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    handler = StallingRelay()
+    with serving_relay(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 def quick_settings(settings_factory: Callable[..., Settings], db_url: str, port: int) -> Settings:

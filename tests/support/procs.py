@@ -88,3 +88,31 @@ class Process:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=5)
+
+
+class Sandbox:
+    """`checkout-gateway sandbox` on free ports: the gateway plus both fakes, ready to use."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.gateway, self.stripe, self.btcpay = (free_port() for _ in range(3))
+        args = ["sandbox", "--port", str(self.gateway), "--stripe-port", str(self.stripe)]
+        args += ["--btcpay-port", str(self.btcpay)]
+        self.url = f"http://127.0.0.1:{self.gateway}"
+        self.process = Process(
+            [PYTHON, "-m", "gateway", *args],
+            log=tmp_path / "sandbox.log",
+            cwd=tmp_path,
+            env=clean_env(),
+        )
+
+    def __enter__(self) -> Process:
+        self.process.__enter__()
+        try:
+            self.process.wait_http(f"{self.url}/readyz")
+        except BaseException:
+            self.process.stop()  # __exit__ does not run when __enter__ fails
+            raise
+        return self.process
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.stop()
